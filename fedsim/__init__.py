@@ -1,0 +1,36 @@
+"""fedsim: a JAX/Flax functional federated-learning simulator.
+
+Clients are a leading array axis (vmapped in chunks), algorithms are NamedTuples of pure functions,
+and one jitted function runs a whole round. ``fedsim.run(config, workdir)`` is what ``fedsim run``
+calls; ``Experiment(config).records()`` runs the same rounds without touching files.
+"""
+
+from fedsim.algorithms.base import ClientResult, ClientTask, Dataset, FederatedAlgorithm
+from fedsim.algorithms.fedavg import fedavg
+from fedsim.algorithms.fedopt import fedadagrad, fedadam, fedavgm, fedopt_transform, fedyogi
+from fedsim.algorithms.fedprox import fedprox
+from fedsim.algorithms.scaffold import scaffold
+from fedsim.driver import run
+from fedsim.engine.loop import Experiment
+from fedsim.engine.round import Federation, build_round_fn
+from fedsim.errors import ConfigError
+
+__all__ = [
+    "ClientResult",
+    "ClientTask",
+    "ConfigError",
+    "Dataset",
+    "Experiment",
+    "FederatedAlgorithm",
+    "Federation",
+    "build_round_fn",
+    "fedadagrad",
+    "fedadam",
+    "fedavg",
+    "fedavgm",
+    "fedopt_transform",
+    "fedprox",
+    "fedyogi",
+    "run",
+    "scaffold",
+]

@@ -1,0 +1,53 @@
+"""The algorithm interface: a NamedTuple of pure functions (after optax's GradientTransformation and
+fedjax's FederatedAlgorithm). The engine vmaps ``client_update`` over clients, sums every client's
+``contribution`` (weights already applied by the client) and hands the sum to ``server_update``.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+
+PyTree = Any
+
+
+class Dataset(NamedTuple):
+    """Pooled training arrays resident on the device; clients index into them."""
+
+    x: jax.Array
+    y: jax.Array
+
+
+class ClientTask(NamedTuple):
+    """One client's local work for one round (built by the engine, static shapes)."""
+
+    batch_indices: jax.Array  # int32 [steps, B] into Dataset
+    batch_mask: jax.Array  # bool [steps, B], False on padding
+    num_examples: jax.Array  # int32 scalar
+    key: jax.Array  # PRNG key for stochastic layers
+
+
+class ClientResult(NamedTuple):
+    """What one client returns to the engine."""
+
+    contribution: PyTree  # summed over the round's clients; non-finite => client excluded
+    client_state: PyTree  # the client's new persistent state (written back if it succeeded)
+    loss: jax.Array  # mean training loss over its real local steps
+    up_bytes: jax.Array  # int32: encoded bytes it uploaded this round
+    down_bytes: jax.Array  # int32: encoded bytes it downloaded this round
+
+
+class FederatedAlgorithm(NamedTuple):
+    """Pure functions of one federated algorithm.
+
+    server_init(model_vars) -> server_state, with a ``model`` field (ModelVars) used for evaluation.
+    client_init(model_vars) -> one client's persistent state (the engine stacks it ``[C, ...]``).
+    client_update(server_state, client_state, task, dataset) -> ClientResult.
+    server_update(server_state, summed_contributions) -> server_state.
+    """
+
+    name: str
+    server_init: Callable[..., PyTree]
+    client_init: Callable[..., PyTree]
+    client_update: Callable[..., ClientResult]
+    server_update: Callable[..., PyTree]

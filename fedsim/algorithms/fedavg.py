@@ -1,0 +1,93 @@
+"""FedAvg: McMahan et al. 2017, 'Communication-Efficient Learning of Deep Networks from Decentralized
+Data', with the server step written as an optax optimiser on the pseudo-gradient ``-mean(delta)``
+(Reddi et al. 2021), so FedAvgM/FedAdam/... differ only in that optimiser."""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fedsim.algorithms.base import ClientResult, FederatedAlgorithm
+from fedsim.algorithms.local import local_train
+from fedsim.algorithms.optimizers import make_optimizer
+from fedsim.compress.encode import dense_bytes
+from fedsim.models.base import Model, ModelVars
+
+
+class ServerState(NamedTuple):
+    model: ModelVars
+    opt_state: optax.OptState
+
+
+def fedavg(
+    model: Model,
+    client_optimizer: optax.GradientTransformation,
+    server_optimizer: optax.GradientTransformation | None = None,
+    proximal_mu: float = 0.0,
+    name: str = "fedavg",
+) -> FederatedAlgorithm:
+    """Federated averaging weighted by client examples.
+
+    Every sampled client trains from the server model; the server averages the deltas weighted by
+    ``n_k`` and applies ``server_optimizer`` (default ``optax.sgd(1.0)``: plain averaging) to
+    ``-mean(delta)``. Non-trainable model state (BatchNorm statistics) is averaged the same way.
+    ``proximal_mu > 0`` adds FedProx's ``mu (w - w_server)`` to every local gradient.
+
+    >>> import optax
+    >>> from fedsim.models import get_model
+    >>> algorithm = fedavg(get_model("mlp", 10), optax.sgd(0.1))
+    >>> algorithm.name
+    'fedavg'
+    """
+    server_optimizer = server_optimizer or optax.sgd(1.0)
+
+    def server_init(model_vars):
+        return ServerState(model_vars, server_optimizer.init(model_vars.params))
+
+    def client_init(model_vars):
+        return ()
+
+    def client_update(server_state, client_state, task, dataset):
+        received = server_state.model
+        adjust = None
+        if proximal_mu:
+
+            def adjust(params, grads):
+                return jax.tree.map(
+                    lambda g, p, w: g + proximal_mu * (p - w), grads, params, received.params
+                )
+
+        result = local_train(model, client_optimizer, received, task, dataset, adjust)
+        weight = task.num_examples.astype(jnp.float32)
+        delta = jax.tree.map(
+            lambda new, old: weight * (new - old), result.model.params, received.params
+        )
+        state = jax.tree.map(lambda s: weight * s, result.model.state)
+        model_bytes = jnp.int32(dense_bytes(received))
+        return ClientResult(
+            contribution={"delta": delta, "state": state, "weight": weight},
+            client_state=client_state,
+            loss=result.loss,
+            up_bytes=model_bytes,
+            down_bytes=model_bytes,
+        )
+
+    def server_update(server_state, total):
+        mean = lambda tree: jax.tree.map(lambda leaf: leaf / total["weight"], tree)
+        pseudo_grad = jax.tree.map(jnp.negative, mean(total["delta"]))
+        params = server_state.model.params
+        updates, opt_state = server_optimizer.update(pseudo_grad, server_state.opt_state, params)
+        model_vars = ModelVars(optax.apply_updates(params, updates), mean(total["state"]))
+        return ServerState(model_vars, opt_state)
+
+    return FederatedAlgorithm(name, server_init, client_init, client_update, server_update)
+
+
+def client_optimizer_from_config(config) -> optax.GradientTransformation:
+    return make_optimizer("client_optimizer", config.client_optimizer, config.client_lr)
+
+
+def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:
+    server = make_optimizer("server_optimizer", config.server_optimizer, config.server_lr)
+    return fedavg(model, client_optimizer_from_config(config), server)

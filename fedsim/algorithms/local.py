@@ -1,0 +1,76 @@
+"""Local training shared by the FedAvg family: E epochs of minibatch steps with an optax optimiser.
+
+Padded steps (no real example) leave parameters, model state and optimiser state unchanged; a partial
+batch averages the loss over its real examples only. The optimiser state restarts every round.
+"""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fedsim.algorithms.base import ClientTask, Dataset
+from fedsim.models.base import Model, ModelVars
+
+
+class LocalResult(NamedTuple):
+    model: ModelVars
+    loss: jax.Array  # mean over real steps
+    num_steps: jax.Array  # int32, real steps taken
+
+
+def masked_cross_entropy(logits, labels, mask):
+    """Mean softmax cross-entropy over the examples where ``mask`` is True."""
+    per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return jnp.sum(per_example * mask) / jnp.maximum(jnp.sum(mask), 1)
+
+
+def local_train(
+    model: Model,
+    optimizer: optax.GradientTransformation,
+    start: ModelVars,
+    task: ClientTask,
+    dataset: Dataset,
+    adjust_grads: Callable | None = None,
+) -> LocalResult:
+    """Runs the client's local steps from ``start``.
+
+    ``adjust_grads(params, grads) -> grads`` changes the gradient before the optimiser (FedProx's
+    proximal term, SCAFFOLD's control-variate correction).
+    """
+
+    def loss_fn(params, state, x, y, mask, key):
+        logits, new_state = model.apply(ModelVars(params, state), x, True, key)
+        return masked_cross_entropy(logits, y, mask), new_state
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def train_step(carry, indices, mask, key):
+        params, state, opt_state = carry
+        x, y = dataset.x[indices], dataset.y[indices]
+        (loss, new_state), grads = grad_fn(params, state, x, y, mask, key)
+        if adjust_grads is not None:
+            grads = adjust_grads(params, grads)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), new_state, opt_state), loss
+
+    def step(carry, inputs):
+        indices, mask, key = inputs
+        real = jnp.any(mask)
+        model_carry, loss = jax.lax.cond(
+            real,
+            lambda c: train_step(c, indices, mask, key),
+            lambda c: (c, jnp.zeros((), jnp.float32)),
+            carry[0],
+        )
+        return (model_carry, carry[1] + loss, carry[2] + real.astype(jnp.int32)), None
+
+    num_padded_steps = task.batch_indices.shape[0]
+    keys = jax.random.split(task.key, num_padded_steps)
+    init = ((start.params, start.state, optimizer.init(start.params)), jnp.zeros(()), jnp.int32(0))
+    ((params, state, _), loss_sum, steps), _ = jax.lax.scan(
+        step, init, (task.batch_indices, task.batch_mask, keys)
+    )
+    return LocalResult(ModelVars(params, state), loss_sum / jnp.maximum(steps, 1), steps)

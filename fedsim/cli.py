@@ -1,0 +1,77 @@
+"""``fedsim`` command line: parses flags and calls the library (``fedsim.run``).
+
+Exit status: 0 success; 2 bad input, with one line on stderr naming the bad value; 1 unexpected failure.
+"""
+
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+from fedsim.errors import ConfigError
+
+COMMANDS = ("run",)
+USAGE = "usage: fedsim run --config configs/NAME.py[:ARG] [--config.KEY=VALUE ...] --workdir DIR"
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines[:4]) if isinstance(err, OSError) else lines[0]
+
+
+def parse_run_flags(args: list[str]):
+    """``(config, workdir)`` from ``run``'s flags; every problem becomes a ``ConfigError``."""
+    argv = ["fedsim", *args]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        "config", None, "experiment config file", flag_values=values, sys_argv=argv
+    )
+    flags.DEFINE_string("workdir", None, "directory for the run's outputs", flag_values=values)
+    try:
+        rest = values(argv)
+    except flags.Error as err:
+        raise ConfigError(f"bad flag: {_one_line(err)}") from None
+    except AttributeError as err:  # an override of a key the config does not have
+        raise ConfigError(
+            f"--config.{str(err).strip(chr(34) + chr(39))}: no such config key"
+        ) from None
+    if len(rest) > 1:
+        raise ConfigError(f"unexpected argument {rest[1]!r}; {USAGE}")
+    if values["config"].value is None and not any(a.startswith("--config") for a in args):
+        raise ConfigError(f"--config is required; {USAGE}")
+    if not values.workdir:
+        raise ConfigError(f"--workdir is required; {USAGE}")
+    try:
+        config = values.config
+        config.keys()  # a config that failed to load raises on first use
+    except ConfigError:
+        raise
+    except Exception as err:
+        cause = err.__cause__ or err.__context__ or err
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(f"--config could not be loaded: {_one_line(err)}") from None
+    return config, values.workdir
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if not argv or argv[0] not in COMMANDS:
+            given = argv[0] if argv else "nothing"
+            raise ConfigError(
+                f"command {given!r} is unknown; accepted: {', '.join(COMMANDS)}. {USAGE}"
+            )
+        config, workdir = parse_run_flags(argv[1:])
+        from fedsim.driver import run
+
+        run(config, workdir)
+    except ConfigError as err:
+        print(f"fedsim: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Experiment configs: ``ml_collections.ConfigDict`` with the standard keys of CONTRACT.md.
+
+Config files are Python: ``get_config(arg) -> ConfigDict`` built from ``base_config()`` and
+``apply_arg(config, arg)``, where ``arg`` is the text after ``:`` in ``--config FILE.py:ARG``, a comma
+list ``key=value`` (``smoke`` alone means ``smoke=True``). ``validate`` checks every field before any
+work starts and raises ``ConfigError`` with one line naming the bad value.
+"""
+
+import ast
+
+from ml_collections import ConfigDict, config_dict
+
+from fedsim.errors import ConfigError
+
+
+def base_config() -> ConfigDict:
+    """Defaults shared by every experiment (FedAvg-paper cell E=5, B=10, SGD 0.01)."""
+    c = ConfigDict()
+    c.seed = 0
+    c.smoke = False
+    c.algorithm = "fedavg"
+    c.model = "cnn"
+    c.model_kwargs = ConfigDict()
+    c.dataset = "mnist_subset"
+    c.partition = "dirichlet"
+    c.alpha = 0.5
+    c.min_client_size = 10
+    c.num_clients = 100
+    c.clients_per_round = 10
+    c.client_fraction = config_dict.placeholder(float)
+    c.rounds = 100
+    c.local_epochs = 5
+    c.batch_size = 10
+    c.eval_every = 5
+    c.client_lr = 0.01
+    c.client_optimizer = "sgd"
+    c.server_lr = 1.0
+    c.server_optimizer = "sgd"
+    c.server_momentum = 0.9
+    c.server_beta1 = 0.9
+    c.server_beta2 = 0.99
+    c.server_tau = 1e-3
+    c.prox_mu = 0.01
+    c.chunk_size = 0
+    c.eval_batch_size = 500
+    return c
+
+
+def parse_arg(arg: str | None) -> dict:
+    """``'a=1,b=x,smoke'`` -> ``{'a': 1, 'b': 'x', 'smoke': True}`` (values as Python literals)."""
+    out = {}
+    for item in filter(None, (arg or "").split(",")):
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep:
+            out[key] = True
+            continue
+        try:
+            out[key] = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            out[key] = raw.strip()
+    return out
+
+
+def apply_arg(config: ConfigDict, arg: str | None, smoke=None) -> ConfigDict:
+    """Applies ``ARG`` overrides; ``smoke(config)`` shrinks the run first when ``smoke`` is set."""
+    values = parse_arg(arg)
+    if values.get("smoke") and smoke is not None:
+        smoke(config)
+    for key, value in values.items():
+        if key not in config:
+            raise ConfigError(f"config ARG key {key!r} is unknown; known keys: {', '.join(config)}")
+        try:
+            config[key] = type(config[key])(value) if _widen(config[key], value) else value
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"config ARG {key}={value!r}: {err}") from None
+    return config
+
+
+def _widen(current, value) -> bool:
+    return isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool)
+
+
+def clients_per_round(config) -> int:
+    """The number of clients sampled each round (``client_fraction`` wins when set)."""
+    if config.client_fraction is not None:
+        return max(int(config.client_fraction * config.num_clients), 1)
+    return config.clients_per_round
+
+
+def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
+    """Checks every field that does not need the data; raises ``ConfigError`` on the first bad one.
+
+    ``registries`` maps ``algorithm``/``model``/``dataset``/``partition`` to the accepted names.
+    """
+    for key, names in registries.items():
+        if config[key] not in names:
+            raise ConfigError(
+                f"{key}={config[key]!r} is not registered; choose one of: {', '.join(names)}"
+            )
+    positive_ints = (
+        "num_clients",
+        "rounds",
+        "local_epochs",
+        "batch_size",
+        "eval_every",
+        "eval_batch_size",
+    )
+    for key in positive_ints:
+        if config[key] < 1:
+            raise ConfigError(f"{key}={config[key]} must be a positive integer")
+    for key in ("alpha", "client_lr", "server_lr"):
+        if not config[key] > 0:
+            raise ConfigError(f"{key}={config[key]} must be > 0")
+    for key in ("chunk_size", "min_client_size", "prox_mu"):
+        if config[key] < 0:
+            raise ConfigError(f"{key}={config[key]} must be >= 0")
+    if config.client_fraction is not None:
+        if not 0 < config.client_fraction <= 1:
+            raise ConfigError(f"client_fraction={config.client_fraction} must lie in (0, 1]")
+    elif not 1 <= config.clients_per_round <= config.num_clients:
+        raise ConfigError(
+            f"clients_per_round={config.clients_per_round} must lie in [1, num_clients="
+            f"{config.num_clients}]"
+        )
+    for key in ("server_momentum", "server_beta1", "server_beta2"):
+        if not 0 <= config[key] < 1:
+            raise ConfigError(f"{key}={config[key]} must lie in [0, 1)")

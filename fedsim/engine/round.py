@@ -1,0 +1,138 @@
+"""One federated round as one pure, jittable function.
+
+Clients are sampled without replacement with ``fold_in(key, round)``; each client's randomness is
+``fold_in(round_key, client_id)``, so results do not depend on how clients are chunked. The sampled
+clients run in chunks: ``lax.scan`` over chunks, ``vmap(client_update)`` inside a chunk, their
+contributions streamed into one running sum, so memory grows with the chunk size, not with the number of
+clients per round. Clients whose results are non-finite are excluded and counted; their state is kept.
+"""
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from fedsim.algorithms.base import ClientTask, Dataset, FederatedAlgorithm
+from fedsim.data.batching import client_batches
+from fedsim.engine import aggregate
+
+
+class Federation(NamedTuple):
+    """The device-resident arrays a round reads (see ``fedsim.data.federated.FederatedData``)."""
+
+    x: jax.Array
+    y: jax.Array
+    client_indices: jax.Array  # int32 [C, N_max]
+    num_examples: jax.Array  # int32 [C]
+
+
+class RoundMetrics(NamedTuple):
+    """Per sampled client, in sampling order: ``[K]`` each."""
+
+    client_ids: jax.Array
+    loss: jax.Array
+    num_examples: jax.Array
+    up_bytes: jax.Array
+    down_bytes: jax.Array
+    failed: jax.Array  # bool: excluded from the aggregate (non-finite update)
+
+
+def resolve_chunk_size(chunk_size: int, clients_per_round: int, backend: str) -> int:
+    """Clients per vmapped chunk; ``0`` picks per platform.
+
+    On CPU, batched matmuls with per-client weights are slower than clients in sequence, so the
+    automatic choice is 1 there; on accelerators it is as many clients as fit a default budget.
+    """
+    if chunk_size > 0:
+        return min(chunk_size, clients_per_round)
+    return 1 if backend == "cpu" else min(clients_per_round, 128)
+
+
+def build_round_fn(
+    algorithm: FederatedAlgorithm,
+    *,
+    num_clients: int,
+    clients_per_round: int,
+    chunk_size: int,
+    local_epochs: int,
+    batch_size: int,
+):
+    """Returns ``round_fn(server_state, client_states, federation, round_index, key)``.
+
+    ``round_fn`` returns ``(server_state, client_states, RoundMetrics)``; jit it once per experiment
+    (``round_index`` is an array, so rounds do not retrace). ``client_states`` is the algorithm's
+    per-client state stacked ``[C, ...]``; rows of clients not sampled are returned unchanged.
+    """
+    num_chunks = math.ceil(clients_per_round / chunk_size)
+    padded = num_chunks * chunk_size
+
+    def round_fn(server_state, client_states, federation: Federation, round_index, key):
+        round_key = jax.random.fold_in(key, round_index)
+        sample_key, client_key = jax.random.split(round_key)
+        sampled = jax.random.choice(sample_key, num_clients, (clients_per_round,), replace=False)
+        # Padding slots carry the out-of-range id ``num_clients``: reads clamp, writes drop.
+        ids = jnp.concatenate([sampled, jnp.full((padded - clients_per_round,), num_clients)])
+        valid = jnp.arange(padded) < clients_per_round
+        dataset = Dataset(federation.x, federation.y)
+
+        def one_client(states, client_id, is_real):
+            row = jnp.minimum(client_id, num_clients - 1)
+            batch_key, task_key = jax.random.split(jax.random.fold_in(client_key, row))
+            num_examples = federation.num_examples[row]
+            indices, mask = client_batches(
+                batch_key,
+                federation.client_indices[row],
+                num_examples,
+                epochs=local_epochs,
+                batch_size=batch_size,
+            )
+            task = ClientTask(indices, mask, num_examples, task_key)
+            state = jax.tree.map(lambda s: s[row], states)
+            result = algorithm.client_update(server_state, state, task, dataset)
+            ok = is_real & aggregate.all_finite(
+                (result.contribution, result.loss, result.client_state)
+            )
+            return result, ok, num_examples
+
+        if chunk_size == 1:  # no vmap: padded local steps are then really skipped by lax.cond
+            run_chunk = lambda states, ids, real: jax.tree.map(
+                lambda leaf: leaf[None], one_client(states, ids[0], real[0])
+            )
+        else:
+            run_chunk = jax.vmap(one_client, in_axes=(None, 0, 0))
+
+        def chunk_step(carry, chunk):
+            total, states = carry
+            chunk_ids, chunk_valid = chunk
+            result, ok, num_examples = run_chunk(states, chunk_ids, chunk_valid)
+            total = aggregate.add_chunk(total, result.contribution, ok)
+            write_ids = jnp.where(ok, chunk_ids, num_clients)
+            states = jax.tree.map(
+                lambda s, new: s.at[write_ids].set(new, mode="drop"), states, result.client_state
+            )
+            metrics = (
+                result.loss,
+                num_examples,
+                result.up_bytes,
+                result.down_bytes,
+                chunk_valid & ~ok,
+            )
+            return (total, states), (metrics, ok)
+
+        chunks = (ids.reshape(num_chunks, chunk_size), valid.reshape(num_chunks, chunk_size))
+        first = jax.eval_shape(run_chunk, client_states, chunks[0][0], chunks[1][0])[0]
+        total = aggregate.zeros_like_one(first.contribution)
+        (total, client_states), (metrics, ok) = jax.lax.scan(
+            chunk_step, (total, client_states), chunks
+        )
+
+        updated = algorithm.server_update(server_state, total)
+        anyone = jnp.any(ok)
+        server_state = jax.tree.map(
+            lambda new, old: jnp.where(anyone, new, old), updated, server_state
+        )
+        flat = [m.reshape(padded)[:clients_per_round] for m in metrics]
+        return server_state, client_states, RoundMetrics(sampled, *flat)
+
+    return round_fn

@@ -1,0 +1,9 @@
+"""The one error type users see for bad input: the CLI prints its message and exits 2."""
+
+
+class ConfigError(ValueError):
+    """Bad user input (config value, data, argument).
+
+    The message is one line that names the bad value and says what would be accepted, e.g.
+    ``alpha=-1.0 must be > 0``.
+    """

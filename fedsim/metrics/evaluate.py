@@ -1,0 +1,45 @@
+"""Accuracy of a model on the pooled test set and on each client's own test split.
+
+For algorithms whose clients deploy the server model, one pass over the pooled test set gives every
+client's accuracy: client c's accuracy is the mean correctness over its test indices.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fedsim.models.base import Model
+
+
+def build_predict_correct(model: Model, batch_size: int):
+    """Returns ``correct(model_vars, x, y) -> bool [M]`` evaluating in batches of ``batch_size``."""
+
+    def correct(model_vars, x, y):
+        m = x.shape[0]
+        num_batches = math.ceil(m / batch_size)
+        pad = num_batches * batch_size - m
+        xb = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+        xb = xb.reshape((num_batches, batch_size) + x.shape[1:])
+
+        def predict(batch):
+            logits, _ = model.apply(model_vars, batch, False, jax.random.PRNGKey(0))
+            return jnp.argmax(logits, axis=-1)
+
+        return jax.lax.map(predict, xb).reshape(-1)[:m] == y
+
+    return correct
+
+
+def per_client_accuracy(correct: np.ndarray, test_indices: np.ndarray, num_test: np.ndarray):
+    """Mean of ``correct`` over each client's first ``num_test[c]`` entries of ``test_indices[c]``."""
+    valid = np.arange(test_indices.shape[1])[None, :] < num_test[:, None]
+    hits = np.where(valid, correct[test_indices], False).sum(axis=1)
+    return hits / np.maximum(num_test, 1)
+
+
+def worst_fraction_mean(values: np.ndarray, fraction: float = 0.1) -> float:
+    """Mean of the lowest ``ceil(fraction * len(values))`` values (``personal_acc_worst10``)."""
+    k = max(1, math.ceil(fraction * len(values)))
+    return float(np.sort(values)[:k].mean())

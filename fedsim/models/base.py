@@ -1,0 +1,61 @@
+"""A model as two pure functions over plain pytrees, so the engine can vmap over clients.
+
+Flax modules are used functionally: ``init(key, sample_x) -> ModelVars`` and
+``apply(vars, x, train, key) -> (logits, new_state)``. Trainable parameters and non-trainable state
+(e.g. BatchNorm running statistics) are kept apart so gradients only touch ``params``.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+
+
+class ModelVars(NamedTuple):
+    """A model's variables: trainable ``params`` and non-trainable ``state`` (may be empty)."""
+
+    params: PyTree
+    state: PyTree
+
+
+class Model(NamedTuple):
+    """Pure functions of one network.
+
+    ``apply(vars, x, train, key)`` returns ``(logits, new_state)``; ``new_state`` equals
+    ``vars.state`` when ``train`` is False or the network has no mutable state.
+    """
+
+    name: str
+    init: Callable[[jax.Array, jax.Array], ModelVars]
+    apply: Callable[[ModelVars, jax.Array, bool, jax.Array], tuple[jax.Array, PyTree]]
+
+
+def from_flax(name: str, module: nn.Module) -> Model:
+    """Wraps a Flax module whose ``__call__(x, train)`` returns logits."""
+
+    def init(key, sample_x):
+        variables = module.init({"params": key, "dropout": key}, sample_x, train=False)
+        variables = dict(variables)
+        params = variables.pop("params")
+        return ModelVars(params=params, state=variables)
+
+    def apply(model_vars, x, train, key):
+        variables = {"params": model_vars.params, **model_vars.state}
+        mutable = list(model_vars.state.keys()) if train else False
+        out = module.apply(variables, x, train=train, rngs={"dropout": key}, mutable=mutable)
+        if train and mutable:
+            logits, new_state = out
+            return logits, dict(new_state)
+        logits = out[0] if isinstance(out, tuple) else out
+        return logits, model_vars.state
+
+    return Model(name=name, init=init, apply=apply)
+
+
+def count_params(tree: PyTree) -> int:
+    """Number of scalar entries in a pytree."""
+    return int(sum(jnp.size(leaf) for leaf in jax.tree.leaves(tree)))

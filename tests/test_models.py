@@ -1,0 +1,43 @@
+"""Models: shapes, the papers' parameter counts, and both convolution implementations agree."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fedsim.errors import ConfigError
+from fedsim.models import count_params, get_model
+from fedsim.models.layers import max_pool_2x2
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("cnn", 1_663_370), ("lenet5", 61_706), ("mlp", 784 * 200 + 200 + 200 * 200 + 200 + 2010)],
+)
+def test_parameter_counts_on_mnist(name, params):
+    model = get_model(name, 10)
+    mv = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
+    assert count_params(mv.params) == params
+    logits, state = model.apply(mv, jnp.zeros((3, 28, 28, 1)), True, jax.random.PRNGKey(1))
+    assert logits.shape == (3, 10) and state == mv.state
+
+
+@pytest.mark.parametrize("name", ["cnn", "lenet5"])
+def test_conv_implementations_agree(name):
+    x = jax.random.normal(jax.random.PRNGKey(2), (4, 28, 28, 1))
+    xla, im2col = (get_model(name, 10, conv_impl=impl) for impl in ("xla", "im2col"))
+    mv = xla.init(jax.random.PRNGKey(0), x[:1])
+    a, _ = xla.apply(mv, x, False, jax.random.PRNGKey(0))
+    b, _ = im2col.apply(mv, x, False, jax.random.PRNGKey(0))
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_max_pool_matches_reduce_window():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 6, 3))
+    expected = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "SAME")
+    np.testing.assert_array_equal(max_pool_2x2(x), expected)
+
+
+def test_unknown_model_is_a_config_error():
+    with pytest.raises(ConfigError, match="model='vit'"):
+        get_model("vit", 10)

@@ -1,0 +1,46 @@
+"""The round function is traced once for a whole experiment, for every algorithm."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import pytest
+
+from fedsim import config as config_lib
+from fedsim.engine import loop
+from fedsim.engine.round import build_round_fn
+
+ALGORITHMS = ["fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold"]
+
+
+def smoke_config(**overrides):
+    config = config_lib.base_config()
+    config.update(
+        dataset="digits", model="mlp", num_clients=6, clients_per_round=3, rounds=4,
+        local_epochs=1, batch_size=16, eval_every=2, chunk_size=2,
+    )  # fmt: skip
+    config.model_kwargs = {"hidden": (8,)}
+    config.update(overrides)
+    return config
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_round_traced_once_over_rounds(algorithm):
+    experiment = loop.Experiment(smoke_config(algorithm=algorithm))
+    round_fn = jax.jit(chex.assert_max_traces(experiment.round_fn, n=1))
+    server, clients = experiment.init()
+    federation = experiment.federation()
+    key = jax.random.PRNGKey(0)
+    for r in range(4):
+        server, clients, metrics = round_fn(server, clients, federation, jnp.int32(r), key)
+    assert metrics.loss.shape == (3,)
+    chex.clear_trace_counter()
+
+
+def test_driver_traces_round_once(monkeypatch, tmp_path):
+    counted = lambda algorithm, **kw: chex.assert_max_traces(build_round_fn(algorithm, **kw), n=1)
+    monkeypatch.setattr(loop, "build_round_fn", counted)
+    from fedsim.driver import run
+
+    summary = run(smoke_config(rounds=5), tmp_path / "w", progress=False)
+    assert summary["rounds"] == 5
+    chex.clear_trace_counter()
