@@ -10,6 +10,7 @@ from fedsim.algorithms.fedavg import fedavg
 from fedsim.algorithms.fedopt import fedadagrad, fedadam, fedavgm, fedopt_transform, fedyogi
 from fedsim.algorithms.fedprox import fedprox
 from fedsim.algorithms.scaffold import scaffold
+from fedsim.config import load_config
 from fedsim.driver import run
 from fedsim.engine.loop import Experiment
 from fedsim.engine.round import Federation, build_round_fn
@@ -31,6 +32,7 @@ __all__ = [
     "fedopt_transform",
     "fedprox",
     "fedyogi",
+    "load_config",
     "run",
     "scaffold",
 ]

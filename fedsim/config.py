@@ -7,6 +7,8 @@ work starts and raises ``ConfigError`` with one line naming the bad value.
 """
 
 import ast
+import importlib.util
+from pathlib import Path
 
 from ml_collections import ConfigDict, config_dict
 
@@ -44,6 +46,17 @@ def base_config() -> ConfigDict:
     c.chunk_size = 0
     c.eval_batch_size = 500
     return c
+
+
+def load_config(spec: str) -> ConfigDict:
+    """``'configs/NAME.py[:ARG]'`` -> ``get_config(ARG)``, as ``--config`` loads it (for notebooks)."""
+    path, _, arg = spec.partition(":")
+    if not Path(path).is_file():
+        raise ConfigError(f"config file {path!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)
 
 
 def parse_arg(arg: str | None) -> dict:
