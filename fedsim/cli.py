@@ -3,15 +3,37 @@
 Exit status: 0 success; 2 bad input, with one line on stderr naming the bad value; 1 unexpected failure.
 """
 
+import argparse
 import sys
+from pathlib import Path
 
 from absl import flags
 from ml_collections import config_flags
 
 from fedsim.errors import ConfigError
 
-COMMANDS = ("run",)
-USAGE = "usage: fedsim run --config configs/NAME.py[:ARG] [--config.KEY=VALUE ...] --workdir DIR"
+COMMANDS = ("run", "plot")
+USAGE = (
+    "usage: fedsim run --config configs/NAME.py[:ARG] [--config.KEY=VALUE ...] --workdir DIR | "
+    "fedsim plot --workdir DIR [DIR ...] [--out DIR]"
+)
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise ConfigError(f"{message}; {USAGE}")
+
+
+def plot_command(args: list[str]) -> None:
+    """``fedsim plot --workdir DIR [DIR ...] [--out DIR]``: figures into --out (default: first DIR)."""
+    from fedsim.metrics.plots import plot_runs
+
+    parser = _ArgumentParser(prog="fedsim plot", add_help=False)
+    parser.add_argument("--workdir", nargs="+", required=True, type=Path)
+    parser.add_argument("--out", type=Path, default=None)
+    parsed = parser.parse_args(args)
+    for path in plot_runs(parsed.workdir, parsed.out or parsed.workdir[0]):
+        print(path)
 
 
 def _one_line(err: BaseException) -> str:
@@ -63,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(
                 f"command {given!r} is unknown; accepted: {', '.join(COMMANDS)}. {USAGE}"
             )
+        if argv[0] == "plot":
+            plot_command(argv[1:])
+            return 0
         config, workdir = parse_run_flags(argv[1:])
         from fedsim.driver import run
 

@@ -24,6 +24,7 @@ def base_config() -> ConfigDict:
     c.model = "cnn"
     c.model_kwargs = ConfigDict()
     c.dataset = "mnist_subset"
+    c.data_path = ""  # the .npz file for dataset='npz'
     c.partition = "dirichlet"
     c.alpha = 0.5
     c.min_client_size = 10
@@ -45,6 +46,12 @@ def base_config() -> ConfigDict:
     c.prox_mu = 0.01
     c.chunk_size = 0
     c.eval_batch_size = 500
+    c.checkpoint_every = 0  # rounds between checkpoints; 0 = at every evaluation
+    # simulated faults (fedsim.engine.faults)
+    c.dropout_prob = 0.0
+    c.straggler_fraction = 0.0
+    c.straggler_work = 0.5
+    c.poison_fraction = 0.0
     return c
 
 
@@ -125,7 +132,7 @@ def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
     for key in ("alpha", "client_lr", "server_lr"):
         if not config[key] > 0:
             raise ConfigError(f"{key}={config[key]} must be > 0")
-    for key in ("chunk_size", "min_client_size", "prox_mu"):
+    for key in ("chunk_size", "min_client_size", "prox_mu", "checkpoint_every"):
         if config[key] < 0:
             raise ConfigError(f"{key}={config[key]} must be >= 0")
     if config.client_fraction is not None:
@@ -136,6 +143,11 @@ def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
             f"clients_per_round={config.clients_per_round} must lie in [1, num_clients="
             f"{config.num_clients}]"
         )
-    for key in ("server_momentum", "server_beta1", "server_beta2"):
+    for key in ("server_momentum", "server_beta1", "server_beta2", "dropout_prob"):
         if not 0 <= config[key] < 1:
             raise ConfigError(f"{key}={config[key]} must lie in [0, 1)")
+    for key in ("straggler_fraction", "poison_fraction"):
+        if not 0 <= config[key] <= 1:
+            raise ConfigError(f"{key}={config[key]} must lie in [0, 1]")
+    if not 0 < config.straggler_work <= 1:
+        raise ConfigError(f"straggler_work={config.straggler_work} must lie in (0, 1]")

@@ -1,4 +1,8 @@
-"""The host side of a run: files in the workdir and the progress bar (no jitted math here)."""
+"""The host side of a run: workdir files, checkpoints, TensorBoard and the progress bar.
+
+A workdir holds one run. ``run`` on a workdir made by the same config resumes from its newest
+checkpoint (metrics after that round are recomputed, identically); a different config is refused.
+"""
 
 import json
 import os
@@ -6,48 +10,106 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from fedsim.checkpoint import Checkpoints
 from fedsim.engine.loop import Experiment
 from fedsim.errors import ConfigError
 
-OUTPUTS = ("config.json", "metrics.jsonl", "summary.json")
+
+def _config_json(config) -> str:
+    return config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
 
 
-def _check_workdir(workdir: Path) -> None:
+def _existing_run(workdir: Path, config_json: str) -> bool:
+    """True when ``workdir`` holds a run of this config; raises when it holds anything else."""
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError(f"workdir={str(workdir)!r} exists and is not a directory")
-    if any((workdir / name).exists() for name in OUTPUTS):
+    saved = workdir / "config.json"
+    if not saved.exists():
+        if (workdir / "metrics.jsonl").exists():
+            raise ConfigError(
+                f"workdir={str(workdir)!r} holds metrics but no config.json; use a new workdir"
+            )
+        return False
+    old, new = json.loads(saved.read_text()), json.loads(config_json)
+    if old != new:
+        key = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
         raise ConfigError(
-            f"workdir={str(workdir)!r} already holds a run (metrics.jsonl/summary.json); "
-            "choose a new or empty workdir"
+            f"workdir={str(workdir)!r} was made by a different config ({key}: {old.get(key)!r} -> "
+            f"{new.get(key)!r}); resume with the same config or use a new workdir"
         )
+    return True
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _metrics_up_to(path: Path, last_round: int) -> list[str]:
+    """Complete metrics lines of rounds <= last_round (a killed run may leave a torn last line)."""
+    if not path.exists():
+        return []
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if row["round"] > last_round:
+            break
+        kept.append(line + "\n")
+    return kept
 
 
 def run(config, workdir: str | os.PathLike, progress: bool = True) -> dict:
-    """Runs one experiment and writes ``config.json``, ``metrics.jsonl`` and ``summary.json``.
+    """Runs (or resumes) one experiment in ``workdir``; returns the summary dict.
 
-    Every check (config, data, workdir) happens before the workdir is touched, so bad input leaves
-    nothing behind. Returns the summary dict.
-
-    >>> from configs import quickstart  # doctest: +SKIP
-    >>> summary = run(quickstart.get_config("smoke"), "/tmp/fedsim-smoke")  # doctest: +SKIP
+    Writes ``config.json``, ``metrics.jsonl``, ``summary.json``, ``personal_acc.json`` (the last
+    evaluation's per-client accuracies), TensorBoard event files and ``checkpoints/``. Every check
+    (config, data, workdir) happens before the workdir is touched, so bad input leaves nothing.
     """
+    from tensorboardX import SummaryWriter
+
     workdir = Path(workdir)
-    _check_workdir(workdir)
+    config_json = _config_json(config)
+    resuming = _existing_run(workdir, config_json)
+    if resuming and (workdir / "summary.json").exists():
+        return json.loads((workdir / "summary.json").read_text())
     experiment = Experiment(config)
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(
-        config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
+    checkpoints = Checkpoints(workdir / "checkpoints")
+    start = checkpoints.restore_latest(experiment.abstract_state()) if resuming else None
+    first_round = start.round if start else 0
+    _write_atomically(workdir / "config.json", config_json)
+    _write_atomically(
+        workdir / "metrics.jsonl", "".join(_metrics_up_to(workdir / "metrics.jsonl", first_round))
     )
-    bar = tqdm(total=config.rounds, desc="rounds", unit="round", disable=not progress)
-    with open(workdir / "metrics.jsonl", "w") as metrics_file, bar:
-        for record in experiment.records():
+    every = config.checkpoint_every or config.eval_every
+    board = SummaryWriter(str(workdir), purge_step=first_round + 1)
+    bar = tqdm(
+        total=config.rounds, initial=first_round, desc="rounds", unit="round", disable=not progress
+    )
+    with open(workdir / "metrics.jsonl", "a") as metrics_file, bar:
+        for record in experiment.records(start):
             if record.metrics is not None:
                 metrics_file.write(json.dumps(record.metrics) + "\n")
                 metrics_file.flush()
+                for name, value in record.metrics.items():
+                    if isinstance(value, int | float) and name != "round":
+                        board.add_scalar(name, value, record.round)
+                board.flush()
+            if record.round % every == 0 and record.round < config.rounds:
+                checkpoints.save(record.state)
             postfix = {"MB": f"{record.traffic_mb:.1f}"}
             if record.global_acc is not None:
                 postfix["acc"] = f"{record.global_acc:.3f}"
             bar.set_postfix(postfix, refresh=False)
             bar.update(1)
-    (workdir / "summary.json").write_text(json.dumps(experiment.summary, indent=2) + "\n")
-    return experiment.summary
+    board.close()
+    checkpoints.close()
+    personal = {"round": config.rounds, "personal_acc": experiment.personal_acc.tolist()}
+    _write_atomically(workdir / "personal_acc.json", json.dumps(personal) + "\n")
+    summary = {**experiment.summary, "resumed_from_round": first_round}
+    _write_atomically(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedsim.cli import main
@@ -41,6 +42,12 @@ BAD_INPUTS = [
     ([f"--config={FEDAVG}:smoke,bogus_key=3"], "bogus_key"),
     ([f"--config={FEDAVG}:smoke", "--config.model_kwargs.depth=3"], "depth"),
     (["--config=configs/does_not_exist.py"], "does_not_exist.py"),
+    ([f"--config={FEDAVG}:smoke", "--config.dropout_prob=1.0"], "dropout_prob=1.0"),
+    ([f"--config={FEDAVG}:smoke", "--config.straggler_work=0"], "straggler_work=0.0"),
+    ([f"--config={FEDAVG}:smoke", "--config.poison_fraction=2"], "poison_fraction=2.0"),
+    ([f"--config={FEDAVG}:smoke", "--config.checkpoint_every=-1"], "checkpoint_every=-1"),
+    ([f"--config={FEDAVG}:smoke,dataset=npz"], "data_path"),
+    ([f"--config={FEDAVG}:smoke,dataset=npz", "--config.data_path=/no/such.npz"], "/no/such.npz"),
 ]
 
 
@@ -72,7 +79,7 @@ def test_bad_command_line_exits_2(argv, capsys):
 def test_existing_run_is_not_overwritten(tmp_path, capsys):
     (tmp_path / "metrics.jsonl").write_text("{}\n")
     assert main(["run", f"--config={QUICK}:smoke", f"--workdir={tmp_path}"]) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    assert "holds metrics but no config.json" in capsys.readouterr().err
     assert (tmp_path / "metrics.jsonl").read_text() == "{}\n"
 
 
@@ -116,3 +123,86 @@ def test_python_dash_m_entry_point(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip() == "fedsim: error: alpha=-1.0 must be > 0"
+
+
+def _npz(path, **changes):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.normal(size=(60, 4, 4)).astype(np.float32),
+        "y_train": np.arange(60) % 3,
+        "x_test": rng.normal(size=(12, 4, 4)).astype(np.float32),
+        "y_test": np.arange(12) % 3,
+        "num_classes": np.asarray(3),
+    }
+    arrays.update(changes)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def _nan_rows(rows):
+    x = np.random.default_rng(0).normal(size=(60, 4, 4)).astype(np.float32)
+    x[rows] = np.nan
+    return x
+
+
+MALFORMED_DATA = [
+    ({"y_train": np.r_[np.arange(59) % 3, 7]}, "y_train[59]=7 is outside [0, 3)"),
+    ({"y_test": np.r_[-1, np.arange(11) % 3]}, "y_test[0]=-1 is outside [0, 3)"),
+    ({"x_train": _nan_rows([5])}, "non-finite (NaN/Inf) features in training example 5"),
+    ({"x_test": np.full((12, 4, 4), np.inf, np.float32)}, "test example 0 has non-finite"),
+    ({"y_test": None}, "lacks arrays ['y_test']"),
+    ({"x_test": np.zeros((12, 5, 5), np.float32)}, "train and test example shapes differ"),
+]
+
+
+@pytest.mark.parametrize(("changes", "named"), MALFORMED_DATA)
+def test_malformed_data_exits_2_naming_it(changes, named, tmp_path, capsys):
+    data = _npz(tmp_path / "data.npz", **changes)
+    workdir = tmp_path / "run"
+    argv = [
+        "run", f"--config={FEDAVG}:smoke,dataset=npz,partition=iid",
+        f"--config.data_path={data}", f"--workdir={workdir}",
+    ]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and named in err, err
+    assert not workdir.exists()
+
+
+def test_nan_features_name_the_client(tmp_path, capsys):
+    data = _npz(tmp_path / "data.npz", x_train=_nan_rows([5, 6]))
+    argv = [
+        "run", f"--config={FEDAVG}:smoke,dataset=npz,partition=iid",
+        f"--config.data_path={data}", f"--workdir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fedsim: error: client ") and "(" in err
+
+
+def test_users_npz_dataset_runs(tmp_path):
+    data = _npz(tmp_path / "data.npz")
+    workdir = tmp_path / "run"
+    argv = [
+        "run", f"--config={FEDAVG}:smoke,dataset=npz,partition=iid",
+        f"--config.data_path={data}", f"--workdir={workdir}",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert (workdir / "summary.json").exists()
+
+
+def test_plot_draws_the_three_figures(tmp_path):
+    workdir = tmp_path / "qs"
+    assert main(["run", f"--config={QUICK}:smoke", f"--workdir={workdir}"]) == 0
+    assert (
+        main(["plot", "--workdir", str(workdir), str(workdir), "--out", str(tmp_path / "f")]) == 0
+    )
+    for name in ("accuracy_vs_round.png", "accuracy_vs_mb.png", "personal_acc_hist.png"):
+        assert (tmp_path / "f" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    events = list(workdir.glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+
+def test_plot_of_a_non_run_exits_2(tmp_path, capsys):
+    assert main(["plot", "--workdir", str(tmp_path)]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err

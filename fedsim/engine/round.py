@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from fedsim.algorithms.base import ClientTask, Dataset, FederatedAlgorithm
 from fedsim.data.batching import client_batches
 from fedsim.engine import aggregate
+from fedsim.engine import faults as faults_lib
 
 
 class Federation(NamedTuple):
@@ -35,7 +36,8 @@ class RoundMetrics(NamedTuple):
     num_examples: jax.Array
     up_bytes: jax.Array
     down_bytes: jax.Array
-    failed: jax.Array  # bool: excluded from the aggregate (non-finite update)
+    failed: jax.Array  # bool: excluded from the aggregate (non-finite update or dropout)
+    dropped: jax.Array  # bool: dropped out (simulated fault), a subset of ``failed``
 
 
 def resolve_chunk_size(chunk_size: int, clients_per_round: int, backend: str) -> int:
@@ -57,12 +59,14 @@ def build_round_fn(
     chunk_size: int,
     local_epochs: int,
     batch_size: int,
+    faults: faults_lib.Faults = faults_lib.NO_FAULTS,
 ):
     """Returns ``round_fn(server_state, client_states, federation, round_index, key)``.
 
     ``round_fn`` returns ``(server_state, client_states, RoundMetrics)``; jit it once per experiment
     (``round_index`` is an array, so rounds do not retrace). ``client_states`` is the algorithm's
     per-client state stacked ``[C, ...]``; rows of clients not sampled are returned unchanged.
+    ``faults`` simulates dropout and stragglers (``fedsim.engine.faults``).
     """
     num_chunks = math.ceil(clients_per_round / chunk_size)
     padded = num_chunks * chunk_size
@@ -70,6 +74,7 @@ def build_round_fn(
     def round_fn(server_state, client_states, federation: Federation, round_index, key):
         round_key = jax.random.fold_in(key, round_index)
         sample_key, client_key = jax.random.split(round_key)
+        straggler_key = jax.random.split(key)[1]  # fixed for the whole experiment
         sampled = jax.random.choice(sample_key, num_clients, (clients_per_round,), replace=False)
         # Padding slots carry the out-of-range id ``num_clients``: reads clamp, writes drop.
         ids = jnp.concatenate([sampled, jnp.full((padded - clients_per_round,), num_clients)])
@@ -78,7 +83,8 @@ def build_round_fn(
 
         def one_client(states, client_id, is_real):
             row = jnp.minimum(client_id, num_clients - 1)
-            batch_key, task_key = jax.random.split(jax.random.fold_in(client_key, row))
+            own_key = jax.random.fold_in(client_key, row)
+            batch_key, task_key = jax.random.split(own_key)
             num_examples = federation.num_examples[row]
             indices, mask = client_batches(
                 batch_key,
@@ -87,13 +93,22 @@ def build_round_fn(
                 epochs=local_epochs,
                 batch_size=batch_size,
             )
+            dropped = jnp.bool_(False)
+            if faults.active:
+                straggles = faults_lib.is_straggler(
+                    straggler_key, row, num_clients, faults.straggler_fraction
+                )
+                mask = jnp.where(
+                    straggles, faults_lib.truncate_work(mask, faults.straggler_work), mask
+                )
+                dropped = faults_lib.drops_out(jax.random.fold_in(own_key, 1), faults.dropout_prob)
             task = ClientTask(indices, mask, num_examples, task_key)
             state = jax.tree.map(lambda s: s[row], states)
             result = algorithm.client_update(server_state, state, task, dataset)
-            ok = is_real & aggregate.all_finite(
-                (result.contribution, result.loss, result.client_state)
-            )
-            return result, ok, num_examples
+            finite = aggregate.all_finite((result.contribution, result.loss, result.client_state))
+            ok = is_real & finite & ~dropped
+            result = result._replace(up_bytes=jnp.where(dropped, 0, result.up_bytes))
+            return result, ok, num_examples, is_real & dropped
 
         if chunk_size == 1:  # no vmap: padded local steps are then really skipped by lax.cond
             run_chunk = lambda states, ids, real: jax.tree.map(
@@ -105,7 +120,7 @@ def build_round_fn(
         def chunk_step(carry, chunk):
             total, states = carry
             chunk_ids, chunk_valid = chunk
-            result, ok, num_examples = run_chunk(states, chunk_ids, chunk_valid)
+            result, ok, num_examples, dropped = run_chunk(states, chunk_ids, chunk_valid)
             total = aggregate.add_chunk(total, result.contribution, ok)
             write_ids = jnp.where(ok, chunk_ids, num_clients)
             states = jax.tree.map(
@@ -117,6 +132,7 @@ def build_round_fn(
                 result.up_bytes,
                 result.down_bytes,
                 chunk_valid & ~ok,
+                dropped,
             )
             return (total, states), (metrics, ok)
 

@@ -1,0 +1,79 @@
+"""Figures from finished or running workdirs (``fedsim plot``): several runs on each figure."""
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from fedsim.errors import ConfigError  # noqa: E402
+
+FIGURES = ("accuracy_vs_round.png", "accuracy_vs_mb.png", "personal_acc_hist.png")
+
+
+def _read_metrics(workdir: Path) -> list[dict]:
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        raise ConfigError(f"workdir={str(workdir)!r} has no metrics.jsonl (not a fedsim run)")
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a run in progress may have a torn last line
+    if not rows:
+        raise ConfigError(f"workdir={str(workdir)!r} has no evaluations yet")
+    return rows
+
+
+def _label(workdir: Path) -> str:
+    config = workdir / "config.json"
+    if config.exists():
+        c = json.loads(config.read_text())
+        return f"{workdir.name} ({c.get('algorithm')}, {c.get('partition')})"
+    return workdir.name
+
+
+def plot_runs(workdirs: list[Path], out_dir: Path) -> list[Path]:
+    """Writes the three figures for ``workdirs`` into ``out_dir``; returns their paths."""
+    runs = [(Path(w), _read_metrics(Path(w))) for w in workdirs]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / name for name in FIGURES]
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for (workdir, rows), color in zip(runs, plt.cm.tab10.colors, strict=False):
+        rounds = [r["round"] for r in rows]
+        mb = [r["up_mb"] + r["down_mb"] for r in rows]
+        for ax, x in zip(axes, (rounds, mb), strict=True):
+            ax.plot(
+                x, [r["global_acc"] for r in rows], color=color, label=f"{_label(workdir)} global"
+            )
+            ax.plot(
+                x, [r["personal_acc_mean"] for r in rows], "--", color=color, label="personal mean"
+            )
+    axes[0].set(xlabel="round", ylabel="accuracy", title="accuracy vs round")
+    axes[1].set(xlabel="cumulative up + down (MB)", title="accuracy vs communication")
+    axes[0].legend(fontsize=7)
+    for ax, path in zip(axes, paths[:2], strict=True):
+        extent = ax.get_tightbbox(fig.canvas.get_renderer()).transformed(
+            fig.dpi_scale_trans.inverted()
+        )
+        fig.savefig(path, bbox_inches=extent.expanded(1.02, 1.04), dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for workdir, _ in runs:
+        per_client = workdir / "personal_acc.json"
+        if per_client.exists():
+            values = json.loads(per_client.read_text())["personal_acc"]
+            ax.hist(values, bins=20, range=(0, 1), alpha=0.5, label=_label(workdir))
+    ax.set(
+        xlabel="personal accuracy (own test split)", ylabel="clients", title="per-client accuracy"
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(paths[2], dpi=120)
+    plt.close(fig)
+    return paths
