@@ -12,10 +12,10 @@ from ml_collections import config_flags
 
 from fedsim.errors import ConfigError
 
-COMMANDS = ("run", "plot")
+COMMANDS = ("run", "data", "plot")
 USAGE = (
     "usage: fedsim run --config configs/NAME.py[:ARG] [--config.KEY=VALUE ...] --workdir DIR | "
-    "fedsim plot --workdir DIR [DIR ...] [--out DIR]"
+    "fedsim data --config ... [--out DIR] | fedsim plot --workdir DIR [DIR ...] [--out DIR]"
 )
 
 
@@ -42,14 +42,15 @@ def _one_line(err: BaseException) -> str:
     return " ".join(lines[:4]) if isinstance(err, OSError) else lines[0]
 
 
-def parse_run_flags(args: list[str]):
-    """``(config, workdir)`` from ``run``'s flags; every problem becomes a ``ConfigError``."""
+def parse_config_flags(args: list[str], directory_flag: str = "workdir"):
+    """``(config, directory)`` from ``--config ... --<directory_flag> DIR``; every problem becomes a
+    ``ConfigError``. ``run`` requires ``--workdir``; ``data`` takes an optional ``--out``."""
     argv = ["fedsim", *args]
     values = flags.FlagValues()
     config_flags.DEFINE_config_file(
         "config", None, "experiment config file", flag_values=values, sys_argv=argv
     )
-    flags.DEFINE_string("workdir", None, "directory for the run's outputs", flag_values=values)
+    flags.DEFINE_string(directory_flag, None, "output directory", flag_values=values)
     try:
         rest = values(argv)
     except flags.Error as err:
@@ -62,7 +63,7 @@ def parse_run_flags(args: list[str]):
         raise ConfigError(f"unexpected argument {rest[1]!r}; {USAGE}")
     if values["config"].value is None and not any(a.startswith("--config") for a in args):
         raise ConfigError(f"--config is required; {USAGE}")
-    if not values.workdir:
+    if directory_flag == "workdir" and not values.workdir:
         raise ConfigError(f"--workdir is required; {USAGE}")
     try:
         config = values.config
@@ -74,7 +75,23 @@ def parse_run_flags(args: list[str]):
         if isinstance(cause, ConfigError):
             raise cause from None
         raise ConfigError(f"--config could not be loaded: {_one_line(err)}") from None
-    return config, values.workdir
+    return config, values[directory_flag].value
+
+
+def data_command(args: list[str]) -> None:
+    """``fedsim data --config ... [--out DIR]``: federation statistics, printed and plotted."""
+    from fedsim.data.stats import federation_summary, label_matrix_text
+    from fedsim.engine.loop import federation_from_config
+    from fedsim.metrics.plots import plot_federation
+
+    config, out = parse_config_flags(args, directory_flag="out")
+    data = federation_from_config(config)
+    for key, value in federation_summary(data).items():
+        print(f"{key:>32}: {value:g}" if isinstance(value, float) else f"{key:>32}: {value}")
+    print(label_matrix_text(data))
+    title = f"{config.dataset}, {config.partition}"
+    for path in plot_federation(data, Path(out or "."), title):
+        print(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(
                 f"command {given!r} is unknown; accepted: {', '.join(COMMANDS)}. {USAGE}"
             )
-        if argv[0] == "plot":
-            plot_command(argv[1:])
+        if argv[0] in ("plot", "data"):
+            (plot_command if argv[0] == "plot" else data_command)(argv[1:])
             return 0
-        config, workdir = parse_run_flags(argv[1:])
+        config, workdir = parse_config_flags(argv[1:])
         from fedsim.driver import run
 
         run(config, workdir)

@@ -25,8 +25,12 @@ def base_config() -> ConfigDict:
     c.model_kwargs = ConfigDict()
     c.dataset = "mnist_subset"
     c.data_path = ""  # the .npz file for dataset='npz'
+    c.data_dir = ""  # TFDS data directory for TFDS datasets (TFDS's default when empty)
     c.partition = "dirichlet"
-    c.alpha = 0.5
+    c.alpha = 0.5  # dirichlet label skew
+    c.labels_per_client = 2  # label_quantity ('#C=k')
+    c.shards_per_client = 2  # shards
+    c.beta = 0.5  # quantity skew
     c.min_client_size = 10
     c.num_clients = 100
     c.clients_per_round = 10
@@ -125,11 +129,15 @@ def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
         "batch_size",
         "eval_every",
         "eval_batch_size",
+        "labels_per_client",
+        "shards_per_client",
     )
     for key in positive_ints:
         if config[key] < 1:
             raise ConfigError(f"{key}={config[key]} must be a positive integer")
-    for key in ("alpha", "client_lr", "server_lr"):
+    if config.seed < 0:
+        raise ConfigError(f"seed={config.seed} must be >= 0")
+    for key in ("alpha", "beta", "client_lr", "server_lr", "server_tau"):
         if not config[key] > 0:
             raise ConfigError(f"{key}={config[key]} must be > 0")
     for key in ("chunk_size", "min_client_size", "prox_mu", "checkpoint_every"):

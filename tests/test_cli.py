@@ -46,6 +46,8 @@ BAD_INPUTS = [
     ([f"--config={FEDAVG}:smoke", "--config.straggler_work=0"], "straggler_work=0.0"),
     ([f"--config={FEDAVG}:smoke", "--config.poison_fraction=2"], "poison_fraction=2.0"),
     ([f"--config={FEDAVG}:smoke", "--config.checkpoint_every=-1"], "checkpoint_every=-1"),
+    ([f"--config={FEDAVG}:smoke", "--config.seed=-3"], "seed=-3"),
+    ([f"--config={FEDAVG}:smoke,algorithm=fedadam", "--config.server_tau=0"], "server_tau=0.0"),
     ([f"--config={FEDAVG}:smoke,dataset=npz"], "data_path"),
     ([f"--config={FEDAVG}:smoke,dataset=npz", "--config.data_path=/no/such.npz"], "/no/such.npz"),
 ]
@@ -206,3 +208,18 @@ def test_plot_draws_the_three_figures(tmp_path):
 def test_plot_of_a_non_run_exits_2(tmp_path, capsys):
     assert main(["plot", "--workdir", str(tmp_path)]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_data_command_prints_and_plots_the_federation(tmp_path, capsys):
+    argv = ["data", f"--config={QUICK}:smoke", f"--out={tmp_path}"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "clients: 10" in out and "labels_per_client_mean" in out
+    assert "client    0    1" in out  # the label-by-client matrix
+    for name in ("federation_labels.png", "federation_sizes.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_data_command_bad_input_exits_2(capsys):
+    assert main(["data", f"--config={QUICK}:smoke", "--config.alpha=0"]) == 2
+    assert capsys.readouterr().err.strip() == "fedsim: error: alpha=0.0 must be > 0"

@@ -45,10 +45,10 @@ def _from_arrays(name: str, images: np.ndarray, labels: np.ndarray, scale: float
     x = (images / scale).astype(np.float32)
     y = labels.astype(np.int32)
     train, test = _stratified_split(y, test_fraction=0.2)
-    return _frozen(ArrayDataset(name, x[train], y[train], x[test], y[test], int(y.max()) + 1))
+    return freeze(ArrayDataset(name, x[train], y[train], x[test], y[test], int(y.max()) + 1))
 
 
-def _frozen(dataset: ArrayDataset) -> ArrayDataset:
+def freeze(dataset: ArrayDataset) -> ArrayDataset:
     """Marks the arrays read-only so that callers cannot corrupt the cache."""
     for array in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
         array.flags.writeable = False
@@ -85,7 +85,7 @@ def _synthetic(seed: int) -> ArrayDataset:
 
     x_train, y_train = sample(num_train)
     x_test, y_test = sample(num_test)
-    return _frozen(ArrayDataset("synthetic", x_train, y_train, x_test, y_test, num_classes))
+    return freeze(ArrayDataset("synthetic", x_train, y_train, x_test, y_test, num_classes))
 
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -143,7 +143,7 @@ _LOADERS = {
 DATASETS: tuple[str, ...] = tuple(_LOADERS)
 
 
-def load_dataset(name: str, seed: int = 0, path: str = "") -> ArrayDataset:
+def load_dataset(name: str, seed: int = 0, path: str = "", data_dir: str = "") -> ArrayDataset:
     """Loads a registered dataset (cached; arrays are read-only).
 
     Args:
@@ -152,13 +152,15 @@ def load_dataset(name: str, seed: int = 0, path: str = "") -> ArrayDataset:
         ``synthetic`` (class-conditional Gaussian images, 2,000 train / 500 test).
         ``npz`` (the user's arrays at ``path``).
       seed: draws the ``synthetic`` data; the real datasets' splits are fixed and ignore it.
+        Any other name is loaded from TFDS (``fedsim.data.tfds_source``), e.g. ``fashion_mnist``.
       path: the ``.npz`` file for ``npz``.
+      data_dir: TFDS's data directory (its default when empty).
 
     >>> load_dataset("digits").x_train.shape
     (1438, 8, 8, 1)
     """
     if name not in _LOADERS:
-        raise ConfigError(
-            f"dataset={name!r} is not registered; choose one of: {', '.join(DATASETS)}"
-        )
+        from fedsim.data.tfds_source import load_tfds
+
+        return load_tfds(name, data_dir or None)
     return _LOADERS[name](seed, path)

@@ -2,11 +2,25 @@
 
 A partitioner is a pure function ``(labels, num_clients, rng, *, hparams) -> list[np.ndarray]`` that
 returns one int64 array of indices into ``labels`` per client; ``PARTITIONERS`` registers it by name
-and ``partition`` validates the inputs and dispatches. The procedures follow NIID-Bench (Li et al.,
-ICDE 2022, 'Federated Learning on Non-IID Data Silos: An Experimental Study').
+and ``partition`` validates the inputs and dispatches. The five partitioners (baselines.md section 10):
+
+- ``iid``: a random permutation cut into near-equal parts.
+- ``dirichlet`` (``alpha``): label skew, NIID-Bench ``noniid-labeldir``.
+- ``shards`` (``shards_per_client``): label skew by sorted shards, McMahan et al. 2017
+  ('Communication-Efficient Learning of Deep Networks from Decentralized Data', AISTATS); drops the
+  ``N mod (K * shards_per_client)`` examples left over after the last whole shard.
+- ``label_quantity`` (``labels_per_client``): '#C=k' label skew, NIID-Bench ``noniid-#label{k}``;
+  drops (with a warning) the examples of labels no client holds.
+- ``quantity`` (``beta``): IID labels with Dirichlet-skewed client sizes, NIID-Bench
+  ``iid-diff-quantity``.
+
+The NIID-Bench procedures follow Li et al., ICDE 2022, 'Federated Learning on Non-IID Data Silos: An
+Experimental Study' (repository ``Xtra-Computing/NIID-Bench``).
 """
 
 import inspect
+import numbers
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -14,6 +28,7 @@ import numpy as np
 from fedsim.errors import ConfigError
 
 _MAX_DIRICHLET_PASSES = 1000
+_MAX_QUANTITY_DRAWS = 1000
 
 
 def iid(labels: np.ndarray, num_clients: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -92,11 +107,168 @@ def _group_shuffled(
     return np.split(indices[order].astype(np.int64), np.cumsum(counts)[:-1])
 
 
+def shards(
+    labels: np.ndarray,
+    num_clients: int,
+    rng: np.random.Generator,
+    *,
+    shards_per_client: int = 2,
+) -> list[np.ndarray]:
+    """Label skew by shards (McMahan et al. 2017): each client gets ``s`` label-sorted shards.
+
+    Stable-sorts the indices by label, cuts the first ``K * s * m`` of them into ``K * s`` shards of
+    ``m = floor(N / (K * s))`` consecutive indices, and gives each client ``s`` shards drawn without
+    replacement (client ``i`` gets shards ``perm[i*s:(i+1)*s]`` of one random permutation, in that
+    order). The remainder, the last ``N - K * s * m`` indices of the sorted order (so examples of
+    the largest labels), is dropped. Every client holds exactly ``s * m`` examples. A shard can
+    straddle a label boundary, so a client holds at most ``s`` distinct labels only when every
+    class size is a multiple of ``m``; a client can also end up with a single label.
+
+    Raises:
+      ConfigError: ``shards_per_client`` is not an integer ``>= 1``, or ``K * s > N`` (empty shards).
+    """
+    s = shards_per_client
+    if not _is_int(s) or s < 1:
+        raise ConfigError(f"shards_per_client={s} must be an integer >= 1")
+    labels = np.asarray(labels)
+    n, num_shards = len(labels), num_clients * int(s)
+    shard_size = n // num_shards
+    if shard_size == 0:
+        raise ConfigError(
+            f"shards_per_client={s} with num_clients={num_clients} needs at least "
+            f"{num_shards} examples (one per shard), got {n}; lower shards_per_client or num_clients"
+        )
+    by_label = np.argsort(labels, kind="stable").astype(np.int64)
+    cut = by_label[: num_shards * shard_size].reshape(num_shards, shard_size)
+    drawn = rng.permutation(num_shards).reshape(num_clients, int(s))
+    return [cut[row].reshape(-1) for row in drawn]
+
+
+def label_quantity(
+    labels: np.ndarray,
+    num_clients: int,
+    rng: np.random.Generator,
+    *,
+    labels_per_client: int = 2,
+    num_classes: int | None = None,
+) -> list[np.ndarray]:
+    """Label skew '#C=k': each client holds ``k`` labels (NIID-Bench ``noniid-#label{k}``).
+
+    Client ``i``'s label set starts as ``{i mod L}`` and gains uniformly random distinct labels
+    until it has ``k``; then each label's shuffled indices are ``array_split`` equally among the
+    clients holding it, in client order. ``L`` is ``num_classes`` if given, else
+    ``labels.max() + 1``. With ``k = L`` every class is split over all clients; with ``K >= L``
+    every label is held. Otherwise the examples of labels no client holds are dropped with a
+    ``UserWarning`` (NIID-Bench crashes there). A client receives 0 examples of a held label that
+    has fewer examples than holders, so it holds at most ``k`` distinct labels, exactly ``k`` when
+    every class has at least ``K`` examples.
+
+    Raises:
+      ConfigError: ``labels_per_client`` outside ``[1, L]``, ``num_classes`` below
+        ``labels.max() + 1``, or a negative label.
+    """
+    labels = np.asarray(labels)
+    num_labels = _num_labels(labels, num_classes)
+    k = labels_per_client
+    if not _is_int(k):
+        raise ConfigError(
+            f"labels_per_client={k} must be an integer in [1, {num_labels}] (the number of labels)"
+        )
+    if not 1 <= k <= num_labels:
+        raise ConfigError(
+            f"labels_per_client={k} must lie in [1, {num_labels}] (the number of labels)"
+        )
+    holders: list[list[int]] = [[] for _ in range(num_labels)]
+    for client in range(num_clients):
+        first = client % num_labels
+        others = np.delete(np.arange(num_labels), first)
+        for label in [first, *rng.choice(others, size=int(k) - 1, replace=False)]:
+            holders[label].append(client)
+    pieces: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+    for label, owners in enumerate(holders):
+        if owners:
+            members = rng.permutation(np.flatnonzero(labels == label)).astype(np.int64)
+            for client, chunk in zip(owners, np.array_split(members, len(owners)), strict=True):
+                pieces[client].append(chunk)
+    unheld = [c for c, owners in enumerate(holders) if not owners and np.any(labels == c)]
+    if unheld:
+        dropped = int(np.isin(labels, unheld).sum())
+        warnings.warn(
+            f"label_quantity: no client holds labels {unheld}; dropping their {dropped} examples "
+            f"(labels_per_client={k}, num_clients={num_clients}); raise either to keep them",
+            stacklevel=2,
+        )
+    return [np.concatenate(p) if p else np.empty(0, dtype=np.int64) for p in pieces]
+
+
+def quantity(
+    labels: np.ndarray,
+    num_clients: int,
+    rng: np.random.Generator,
+    *,
+    beta: float = 0.5,
+    min_size: int = 10,
+) -> list[np.ndarray]:
+    """Quantity skew: IID labels, client sizes in ``Dir(beta)`` proportions.
+
+    NIID-Bench ``iid-diff-quantity``: permute all indices, draw ``q ~ Dir(beta * 1_K)`` until
+    ``min_k q_k * N >= min(min_size, N // K)`` (and the integer sizes reach it too), and cut the
+    permutation at ``floor(cumsum(q) * N)[:-1]``. Smaller ``beta`` means more skewed sizes.
+
+    Raises:
+      ConfigError: ``beta`` not finite and ``> 0``, ``min_size < 0``, or no draw succeeded within
+        1,000 tries.
+    """
+    if not (beta > 0 and np.isfinite(beta)):
+        raise ConfigError(f"beta={beta} must be a finite number > 0")
+    if min_size < 0:
+        raise ConfigError(f"min_size={min_size} must be >= 0")
+    n = len(labels)
+    required = min(min_size, n // num_clients)
+    order = rng.permutation(n).astype(np.int64)
+    for _ in range(_MAX_QUANTITY_DRAWS):
+        q = rng.dirichlet(np.full(num_clients, float(beta)))
+        if not q.sum() > 0:
+            continue
+        q = q / q.sum()
+        cuts = (np.cumsum(q) * n).astype(np.int64)[:-1]
+        sizes = np.diff(cuts, prepend=0, append=n)
+        if (q * n).min() >= required and sizes.min() >= required:
+            return np.split(order, cuts)
+    raise ConfigError(
+        f"quantity partition drew no sizes giving every client >= {required} examples in "
+        f"{_MAX_QUANTITY_DRAWS} draws (beta={beta}, num_clients={num_clients}, "
+        f"min_size={min_size}); raise beta or lower num_clients or min_size"
+    )
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _num_labels(labels: np.ndarray, num_classes: int | None) -> int:
+    """``L``: ``num_classes`` if given (checked against the labels), else ``labels.max() + 1``."""
+    if labels.size and labels.min() < 0:
+        raise ConfigError(f"label {labels.min()} is negative; labels must be >= 0")
+    observed = int(labels.max()) + 1 if labels.size else 0
+    if num_classes is None:
+        return observed
+    if not _is_int(num_classes) or num_classes < max(observed, 1):
+        raise ConfigError(
+            f"num_classes={num_classes} must be an integer >= {max(observed, 1)} "
+            f"(the largest label + 1)"
+        )
+    return int(num_classes)
+
+
 Partitioner = Callable[..., list[np.ndarray]]
 
 PARTITIONERS: dict[str, Partitioner] = {
     "iid": iid,
     "dirichlet": dirichlet,
+    "shards": shards,
+    "label_quantity": label_quantity,
+    "quantity": quantity,
 }
 
 
@@ -121,7 +293,7 @@ def partition(
 
     Raises:
       ConfigError: unknown ``name``, ``num_clients`` outside ``[1, len(labels)]``, or a bad
-        hyper-parameter (e.g. ``alpha <= 0``).
+        hyper-parameter (e.g. ``alpha <= 0``, ``labels_per_client`` above the number of labels).
     """
     if name not in PARTITIONERS:
         raise ConfigError(

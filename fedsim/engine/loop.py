@@ -17,7 +17,7 @@ from fedsim import algorithms, models
 from fedsim import config as config_lib
 from fedsim.compress.encode import dense_bytes
 from fedsim.data import datasets, partition, validate
-from fedsim.data.federated import make_federation
+from fedsim.data.federated import FederatedData, make_federation
 from fedsim.engine import faults
 from fedsim.engine.round import Federation, build_round_fn, resolve_chunk_size
 from fedsim.errors import ConfigError
@@ -26,7 +26,6 @@ from fedsim.metrics import evaluate
 REGISTRIES = {
     "algorithm": algorithms.ALGORITHMS,
     "model": models.MODELS,
-    "dataset": datasets.DATASETS,
     "partition": tuple(partition.PARTITIONERS),
 }
 
@@ -50,33 +49,47 @@ class Record(NamedTuple):
     state: RunState
 
 
+def federation_from_config(config) -> FederatedData:
+    """Validates ``config`` and builds its checked federation (no model, nothing compiled)."""
+    config_lib.validate(config, registries=REGISTRIES)
+    dataset = datasets.load_dataset(
+        config.dataset, seed=config.seed, path=config.data_path, data_dir=config.data_dir
+    )
+    validate.check_labels(dataset)
+    if config.num_clients > len(dataset.y_train):
+        raise ConfigError(
+            f"num_clients={config.num_clients} exceeds the {len(dataset.y_train)} training "
+            f"examples of dataset {config.dataset!r}"
+        )
+    data = make_federation(
+        dataset,
+        config.partition,
+        config.num_clients,
+        config.seed,
+        alpha=config.alpha,
+        min_size=config.min_client_size,
+        shards_per_client=config.shards_per_client,
+        labels_per_client=config.labels_per_client,
+        beta=config.beta,
+        num_classes=dataset.num_classes,
+    )
+    validate.check_federation(data)
+    return data
+
+
 class Experiment:
     """Everything one run needs, built from a config (see ``fedsim.config``)."""
 
     def __init__(self, config):
-        config_lib.validate(config, registries=REGISTRIES)
         self.config = config
-        dataset = datasets.load_dataset(config.dataset, seed=config.seed, path=config.data_path)
-        validate.check_labels(dataset)
-        if config.num_clients > len(dataset.y_train):
-            raise ConfigError(
-                f"num_clients={config.num_clients} exceeds the {len(dataset.y_train)} training "
-                f"examples of dataset {config.dataset!r}"
-            )
-        self.data = make_federation(
-            dataset,
-            config.partition,
-            config.num_clients,
-            config.seed,
-            alpha=config.alpha,
-            min_size=config.min_client_size,
-        )
-        validate.check_federation(self.data)
+        self.data = federation_from_config(config)
         self.data, self.poisoned_clients = faults.poison_clients(
             self.data, config.poison_fraction, config.seed
         )
         try:
-            self.model = models.get_model(config.model, dataset.num_classes, **config.model_kwargs)
+            self.model = models.get_model(
+                config.model, self.data.num_classes, **config.model_kwargs
+            )
         except TypeError as err:
             raise ConfigError(
                 f"model_kwargs={dict(config.model_kwargs)} for model={config.model!r}: {err}"

@@ -77,3 +77,25 @@ def plot_runs(workdirs: list[Path], out_dir: Path) -> list[Path]:
     fig.savefig(paths[2], dpi=120)
     plt.close(fig)
     return paths
+
+
+def plot_federation(data, out_dir: Path, title: str) -> list[Path]:
+    """``federation_labels.png`` (label-by-client counts) and ``federation_sizes.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels_png, sizes_png = out_dir / "federation_labels.png", out_dir / "federation_sizes.png"
+    fig, ax = plt.subplots(figsize=(7, 4))
+    image = ax.imshow(
+        data.label_histogram.T, aspect="auto", interpolation="nearest", cmap="viridis"
+    )
+    ax.set(xlabel="client", ylabel="label", title=f"label counts per client: {title}")
+    fig.colorbar(image, ax=ax, label="examples")
+    fig.tight_layout()
+    fig.savefig(labels_png, dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.hist(data.num_examples, bins=min(50, max(5, data.num_clients // 2)))
+    ax.set(xlabel="training examples per client", ylabel="clients", title=f"client sizes: {title}")
+    fig.tight_layout()
+    fig.savefig(sizes_png, dpi=120)
+    plt.close(fig)
+    return [labels_png, sizes_png]

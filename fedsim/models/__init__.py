@@ -5,8 +5,8 @@ import importlib
 from fedsim.errors import ConfigError
 from fedsim.models.base import Model, ModelVars, count_params
 
-MODELS = ("mlp", "cnn", "lenet5")
-_MODULES = {"mlp": "mlp", "cnn": "cnn", "lenet5": "lenet"}
+MODELS = ("mlp", "cnn", "lenet5", "char_lstm")
+_MODULES = {"mlp": "mlp", "cnn": "cnn", "lenet5": "lenet", "char_lstm": "char_lstm"}
 
 
 def get_model(name: str, num_classes: int, **kwargs) -> Model:

@@ -198,6 +198,6 @@ def test_synthetic_is_seeded_and_learnable():
 
 
 def test_unknown_dataset_lists_the_registered_ones():
-    with pytest.raises(ConfigError, match="dataset='cifar' is not registered") as err:
+    with pytest.raises(ConfigError, match="dataset='cifar' is neither a fedsim dataset") as err:
         load_dataset("cifar")
     assert all(name in str(err.value) for name in DATASETS)
