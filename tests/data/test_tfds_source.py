@@ -68,3 +68,14 @@ def test_offline_fashion_mnist_builder_round_trips(tmp_path):
         got = sorted((int(r["label"]), np.asarray(r["image"]).tobytes()) for r in source)
         expected = sorted((int(y), x.tobytes()) for x, y in zip(images, labels, strict=True))
         assert got == expected
+
+
+@pytest.mark.skipif(
+    not fashion_mnist_offline.available(), reason="Debian package dataset-fashion-mnist missing"
+)
+def test_real_fashion_mnist_prepared_offline(tmp_path):
+    data = load_dataset("fashion_mnist", data_dir=str(tmp_path))
+    assert data.x_train.shape == (60000, 28, 28, 1) and data.x_test.shape == (10000, 28, 28, 1)
+    assert np.bincount(data.y_train).tolist() == [6000] * 10
+    assert np.bincount(data.y_test).tolist() == [1000] * 10
+    assert data.num_classes == 10 and 0.0 <= data.x_train.min() < data.x_train.max() <= 1.0
