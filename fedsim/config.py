@@ -26,6 +26,7 @@ def base_config() -> ConfigDict:
     c.dataset = "mnist_subset"
     c.data_path = ""  # the .npz file for dataset='npz'
     c.data_dir = ""  # TFDS data directory for TFDS datasets (TFDS's default when empty)
+    c.max_windows_per_client = 2000  # shakespeare: windows kept per client and split (0 = all)
     c.partition = "dirichlet"
     c.alpha = 0.5  # dirichlet label skew
     c.labels_per_client = 2  # label_quantity ('#C=k')
@@ -140,7 +141,13 @@ def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
     for key in ("alpha", "beta", "client_lr", "server_lr", "server_tau"):
         if not config[key] > 0:
             raise ConfigError(f"{key}={config[key]} must be > 0")
-    for key in ("chunk_size", "min_client_size", "prox_mu", "checkpoint_every"):
+    for key in (
+        "chunk_size",
+        "min_client_size",
+        "prox_mu",
+        "checkpoint_every",
+        "max_windows_per_client",
+    ):
         if config[key] < 0:
             raise ConfigError(f"{key}={config[key]} must be >= 0")
     if config.client_fraction is not None:

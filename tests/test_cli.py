@@ -47,6 +47,8 @@ BAD_INPUTS = [
     ([f"--config={FEDAVG}:smoke", "--config.poison_fraction=2"], "poison_fraction=2.0"),
     ([f"--config={FEDAVG}:smoke", "--config.checkpoint_every=-1"], "checkpoint_every=-1"),
     ([f"--config={FEDAVG}:smoke", "--config.seed=-3"], "seed=-3"),
+    ([f"--config={FEDAVG}:smoke,partition=natural"], "partition='natural'"),
+    ([f"--config={FEDAVG}:smoke,dataset=shakespeare,partition=iid"], "dataset='shakespeare'"),
     ([f"--config={FEDAVG}:smoke,algorithm=fedadam", "--config.server_tau=0"], "server_tau=0.0"),
     ([f"--config={FEDAVG}:smoke,dataset=npz"], "data_path"),
     ([f"--config={FEDAVG}:smoke,dataset=npz", "--config.data_path=/no/such.npz"], "/no/such.npz"),
@@ -115,6 +117,14 @@ def test_every_algorithm_smoke_run(algorithm, tmp_path):
     assert all(0.0 <= m["global_acc"] <= 1.0 for m in metrics)
     scale = 2 if algorithm == "scaffold" else 1
     assert metrics[-1]["down_mb"] == pytest.approx(scale * 6 * metrics[-1]["model_mb"])
+
+
+def test_shakespeare_roles_smoke_run(tmp_path):
+    workdir = tmp_path / "shakespeare"
+    config = str(ROOT / "configs/shakespeare.py")
+    assert main(["run", f"--config={config}:smoke", f"--workdir={workdir}"]) == 0
+    metrics, _ = read_run(workdir)
+    assert metrics[-1]["params"] > 0 and 0.0 <= metrics[-1]["global_acc"] <= 1.0
 
 
 def test_python_dash_m_entry_point(tmp_path):

@@ -8,6 +8,9 @@ examples). Its per-class counts split ``t_k`` in proportion to the client's trai
 histogram by largest-remainder rounding, each capped by the number of test examples of that class;
 a shortfall from capping is not made up with other classes. So a class absent from a client's
 training data is absent from its test split, and a client with no training data has none.
+
+Natural federations (e.g. Shakespeare, one client per role) have real per-client test data: pass it
+as ``client_test`` to ``build_federated_data`` and it is used as given instead of the rule above.
 """
 
 import dataclasses
@@ -116,6 +119,7 @@ def build_federated_data(
     rng: np.random.Generator,
     *,
     min_test: int = 20,
+    client_test: list[np.ndarray] | None = None,
 ) -> FederatedData:
     """Packs per-client training indices into a ``FederatedData`` and draws per-client test splits.
 
@@ -123,13 +127,22 @@ def build_federated_data(
       dataset: the pooled data.
       client_train: one array of indices into ``dataset.y_train`` per client (e.g. from
         ``partition``).
-      rng: draws the per-client test splits (rule in the module docstring).
-      min_test: smallest test split of a client that has training data.
+      rng: draws the per-client test splits (rule in the module docstring); unused when
+        ``client_test`` is given.
+      min_test: smallest test split of a client that has training data; unused when
+        ``client_test`` is given.
+      client_test: optional, one array of indices into ``dataset.y_test`` per client: each
+        client's own test split (natural federations), kept in the given order.
     """
     if not client_train:
         raise ConfigError("client_train=[] must hold at least one client's indices")
     if min_test < 0:
         raise ConfigError(f"min_test={min_test} must be >= 0")
+    if client_test is not None and len(client_test) != len(client_train):
+        raise ConfigError(
+            f"client_test has {len(client_test)} clients but client_train has "
+            f"{len(client_train)}; give one test index array per client"
+        )
     num_train, num_clients, num_classes = (
         len(dataset.y_train),
         len(client_train),
@@ -147,17 +160,10 @@ def build_federated_data(
     histogram = np.bincount(
         owner * num_classes + dataset.y_train[flat], minlength=num_clients * num_classes
     ).reshape(num_clients, num_classes)
-
-    test_class_sizes = np.bincount(dataset.y_test, minlength=num_classes)
-    counts = _test_counts(histogram, test_class_sizes, num_train, min_test)
-    client, cls = np.nonzero(counts)
-    group, value = _distinct_draws(counts[client, cls], test_class_sizes[cls], rng)
-    by_class = np.argsort(dataset.y_test, kind="stable")
-    class_starts = np.cumsum(test_class_sizes) - test_class_sizes
-    test_owner = client[group]
-    test_index = by_class[class_starts[cls[group]] + value]
-    order = np.lexsort((test_index, test_owner))
-    num_test = np.bincount(test_owner, minlength=num_clients)
+    if client_test is not None:
+        test_indices, num_test = _given_test_split(dataset, client_test)
+    else:
+        test_indices, num_test = _drawn_test_split(dataset, histogram, rng, min_test)
 
     return FederatedData(
         name=dataset.name,
@@ -167,11 +173,45 @@ def build_federated_data(
         y_test=dataset.y_test,
         client_indices=_padded(flat, lengths),
         num_examples=lengths.astype(np.int32),
-        client_test_indices=_padded(test_index[order], num_test),
+        client_test_indices=_padded(test_indices, num_test),
         num_test=num_test.astype(np.int32),
         label_histogram=histogram.astype(np.int32),
         num_classes=num_classes,
     )
+
+
+def _given_test_split(
+    dataset: ArrayDataset, client_test: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flat test indices and per-client counts of the given per-client test splits, checked."""
+    num_test_pool = len(dataset.y_test)
+    num_test = np.array([len(idx) for idx in client_test], dtype=np.int64)
+    flat = np.concatenate([np.asarray(idx).ravel() for idx in client_test]).astype(np.int64)
+    if flat.size and not 0 <= flat.min() <= flat.max() < num_test_pool:
+        bad = flat.min() if flat.min() < 0 else flat.max()
+        raise ConfigError(
+            f"client test index {bad} is outside the {num_test_pool} test examples of dataset "
+            f"{dataset.name}; indices must be in [0, {num_test_pool})"
+        )
+    return flat, num_test
+
+
+def _drawn_test_split(
+    dataset: ArrayDataset, histogram: np.ndarray, rng: np.random.Generator, min_test: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flat test indices and per-client counts drawn by the rule in the module docstring."""
+    num_clients, num_classes = histogram.shape
+    num_train = len(dataset.y_train)
+    test_class_sizes = np.bincount(dataset.y_test, minlength=num_classes)
+    counts = _test_counts(histogram, test_class_sizes, num_train, min_test)
+    client, cls = np.nonzero(counts)
+    group, value = _distinct_draws(counts[client, cls], test_class_sizes[cls], rng)
+    by_class = np.argsort(dataset.y_test, kind="stable")
+    class_starts = np.cumsum(test_class_sizes) - test_class_sizes
+    test_owner = client[group]
+    test_index = by_class[class_starts[cls[group]] + value]
+    order = np.lexsort((test_index, test_owner))
+    return test_index[order], np.bincount(test_owner, minlength=num_clients)
 
 
 def make_federation(

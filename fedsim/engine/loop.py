@@ -16,17 +16,18 @@ import numpy as np
 from fedsim import algorithms, models
 from fedsim import config as config_lib
 from fedsim.compress.encode import dense_bytes
-from fedsim.data import datasets, partition, validate
+from fedsim.data import datasets, partition, shakespeare, validate
 from fedsim.data.federated import FederatedData, make_federation
 from fedsim.engine import faults
 from fedsim.engine.round import Federation, build_round_fn, resolve_chunk_size
 from fedsim.errors import ConfigError
 from fedsim.metrics import evaluate
 
+NATURAL = ("shakespeare",)
 REGISTRIES = {
     "algorithm": algorithms.ALGORITHMS,
     "model": models.MODELS,
-    "partition": tuple(partition.PARTITIONERS),
+    "partition": (*partition.PARTITIONERS, "natural"),
 }
 
 
@@ -52,6 +53,8 @@ class Record(NamedTuple):
 def federation_from_config(config) -> FederatedData:
     """Validates ``config`` and builds its checked federation (no model, nothing compiled)."""
     config_lib.validate(config, registries=REGISTRIES)
+    if config.dataset in NATURAL or config.partition == "natural":
+        return _natural_federation(config)
     dataset = datasets.load_dataset(
         config.dataset, seed=config.seed, path=config.data_path, data_dir=config.data_dir
     )
@@ -73,6 +76,24 @@ def federation_from_config(config) -> FederatedData:
         beta=config.beta,
         num_classes=dataset.num_classes,
     )
+    validate.check_federation(data)
+    return data
+
+
+def _natural_federation(config) -> FederatedData:
+    """Datasets with their own clients (Shakespeare roles) keep them: ``partition='natural'``."""
+    if config.dataset not in NATURAL or config.partition != "natural":
+        raise ConfigError(
+            f"dataset={config.dataset!r} with partition={config.partition!r}: the natural partition "
+            f"needs a dataset with its own clients ({', '.join(NATURAL)}), and those need it"
+        )
+    source = shakespeare.load_shakespeare(
+        num_clients=config.num_clients,
+        seed=config.seed,
+        max_windows_per_client=config.max_windows_per_client or None,
+    )
+    validate.check_labels(source.to_array_dataset())
+    data = source.federated()
     validate.check_federation(data)
     return data
 

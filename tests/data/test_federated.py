@@ -103,6 +103,52 @@ def test_test_split_follows_the_training_label_distribution(federation):
         np.testing.assert_array_equal(got, expected)
 
 
+@settings(max_examples=60, deadline=None)
+@given(federation=federations(), data=st.data())
+def test_given_client_test_splits_are_used_as_is(federation, data):
+    dataset, client_train, min_test, rng = federation
+    m = len(dataset.y_test)
+    client_test = [
+        np.array(data.draw(st.lists(st.integers(0, m - 1), max_size=30)), dtype=np.int64)
+        for _ in client_train
+    ]
+    reference = build_federated_data(dataset, client_train, np.random.default_rng(0))
+    state = rng.bit_generator.state
+    fed = build_federated_data(
+        dataset, client_train, rng, min_test=min_test, client_test=client_test
+    )
+    assert rng.bit_generator.state == state, "the rng is not used when client_test is given"
+    sizes = [len(idx) for idx in client_test]
+    assert fed.client_test_indices.dtype == fed.num_test.dtype == np.int32
+    assert fed.client_test_indices.shape == (len(client_train), max(sizes))
+    np.testing.assert_array_equal(fed.num_test, sizes)
+    for c, idx in enumerate(client_test):
+        np.testing.assert_array_equal(fed.client_test_indices[c, : len(idx)], idx)
+        assert not fed.client_test_indices[c, len(idx) :].any()
+    for field in ("client_indices", "num_examples", "label_histogram"):
+        np.testing.assert_array_equal(getattr(fed, field), getattr(reference, field))
+
+
+def test_given_client_test_splits_are_checked_in_one_line():
+    dataset = _toy_dataset(np.random.default_rng(0), 30, 10, 3)
+    client_train = [np.arange(15), np.arange(15, 30)]
+    cases = [
+        ([np.arange(10)], "client_test has 1 clients but client_train has 2"),
+        ([np.arange(5), np.array([10])], "client test index 10 is outside the 10 test examples"),
+        ([np.array([-1]), np.arange(3)], "client test index -1 is outside"),
+    ]
+    for client_test, match in cases:
+        with pytest.raises(ConfigError, match=match) as err:
+            build_federated_data(
+                dataset, client_train, np.random.default_rng(0), client_test=client_test
+            )
+        assert "\n" not in str(err.value)
+    fed = build_federated_data(
+        dataset, client_train, np.random.default_rng(0), client_test=[np.zeros(0, int)] * 2
+    )
+    assert fed.client_test_indices.shape == (2, 0) and not fed.num_test.any()
+
+
 def test_absent_training_classes_are_absent_from_the_test_split():
     fed = make_federation(load_dataset("digits"), "dirichlet", 20, seed=1, alpha=0.1)
     for c in range(fed.num_clients):
