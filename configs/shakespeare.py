@@ -25,8 +25,8 @@ def get_config(arg=None):
     config = base_config()
     config.update(
         algorithm="fedavg", model="char_lstm", dataset="shakespeare", partition="natural",
-        num_clients=100, clients_per_round=10, rounds=50, local_epochs=1, batch_size=10,
-        client_lr=0.8, eval_every=5, max_windows_per_client=2000, eval_batch_size=1000,
+        num_clients=50, clients_per_round=10, rounds=40, local_epochs=2, batch_size=10,
+        client_lr=0.8, eval_every=10, max_windows_per_client=1000, eval_batch_size=1000,
     )  # fmt: skip
     config.model_kwargs = {"embed": 8, "hidden": 128, "layers": 1}
     return apply_arg(config, arg, smoke).lock()
