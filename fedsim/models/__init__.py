@@ -5,8 +5,16 @@ import importlib
 from fedsim.errors import ConfigError
 from fedsim.models.base import Model, ModelVars, count_params
 
-MODELS = ("mlp", "cnn", "lenet5", "char_lstm")
-_MODULES = {"mlp": "mlp", "cnn": "cnn", "lenet5": "lenet", "char_lstm": "char_lstm"}
+MODELS = ("mlp", "cnn", "lenet5", "char_lstm", "bn_cnn", "resnet18", "vgg11")
+_MODULES = {
+    "mlp": "mlp",
+    "cnn": "cnn",
+    "lenet5": "lenet",
+    "char_lstm": "char_lstm",
+    "bn_cnn": "bn_cnn",
+    "resnet18": "resnet",
+    "vgg11": "vgg",
+}
 
 
 def get_model(name: str, num_classes: int, **kwargs) -> Model:

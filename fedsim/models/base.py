@@ -1,10 +1,13 @@
 """A model as two pure functions over plain pytrees, so the engine can vmap over clients.
 
 Flax modules are used functionally: ``init(key, sample_x) -> ModelVars`` and
-``apply(vars, x, train, key) -> (logits, new_state)``. Trainable parameters and non-trainable state
-(e.g. BatchNorm running statistics) are kept apart so gradients only touch ``params``.
+``apply(vars, x, train, key, mask=None) -> (logits, new_state)``. Trainable parameters and
+non-trainable state (e.g. BatchNorm running statistics) are kept apart so gradients only touch
+``params``. ``mask`` (bool ``[B]``) marks the real examples of a padded batch; modules whose
+``__call__`` takes a ``mask`` argument (the normalised models) keep padding out of batch statistics.
 """
 
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -25,17 +28,18 @@ class ModelVars(NamedTuple):
 class Model(NamedTuple):
     """Pure functions of one network.
 
-    ``apply(vars, x, train, key)`` returns ``(logits, new_state)``; ``new_state`` equals
+    ``apply(vars, x, train, key, mask=None)`` returns ``(logits, new_state)``; ``new_state`` equals
     ``vars.state`` when ``train`` is False or the network has no mutable state.
     """
 
     name: str
     init: Callable[[jax.Array, jax.Array], ModelVars]
-    apply: Callable[[ModelVars, jax.Array, bool, jax.Array], tuple[jax.Array, PyTree]]
+    apply: Callable[..., tuple[jax.Array, PyTree]]
 
 
 def from_flax(name: str, module: nn.Module) -> Model:
-    """Wraps a Flax module whose ``__call__(x, train)`` returns logits."""
+    """Wraps a Flax module whose ``__call__(x, train[, mask])`` returns logits."""
+    takes_mask = "mask" in inspect.signature(type(module).__call__).parameters
 
     def init(key, sample_x):
         variables = module.init({"params": key, "dropout": key}, sample_x, train=False)
@@ -43,10 +47,13 @@ def from_flax(name: str, module: nn.Module) -> Model:
         params = variables.pop("params")
         return ModelVars(params=params, state=variables)
 
-    def apply(model_vars, x, train, key):
+    def apply(model_vars, x, train, key, mask=None):
         variables = {"params": model_vars.params, **model_vars.state}
         mutable = list(model_vars.state.keys()) if train else False
-        out = module.apply(variables, x, train=train, rngs={"dropout": key}, mutable=mutable)
+        extra = {"mask": mask} if takes_mask and mask is not None else {}
+        out = module.apply(
+            variables, x, train=train, rngs={"dropout": key}, mutable=mutable, **extra
+        )
         if train and mutable:
             logits, new_state = out
             return logits, dict(new_state)
