@@ -27,6 +27,7 @@ def base_config() -> ConfigDict:
     c.data_path = ""  # the .npz file for dataset='npz'
     c.data_dir = ""  # TFDS data directory for TFDS datasets (TFDS's default when empty)
     c.max_windows_per_client = 2000  # shakespeare: windows kept per client and split (0 = all)
+    c.train_examples = 0  # use a seeded random subset of this many training examples (0 = all)
     c.partition = "dirichlet"
     c.alpha = 0.5  # dirichlet label skew
     c.labels_per_client = 2  # label_quantity ('#C=k')
@@ -42,6 +43,7 @@ def base_config() -> ConfigDict:
     c.eval_every = 5
     c.client_lr = 0.01
     c.client_optimizer = "sgd"
+    c.client_momentum = 0.0  # passed to the client optimiser as ``momentum`` when > 0
     c.server_lr = 1.0
     c.server_optimizer = "sgd"
     c.server_momentum = 0.9
@@ -49,6 +51,17 @@ def base_config() -> ConfigDict:
     c.server_beta2 = 0.99
     c.server_tau = 1e-3
     c.prox_mu = 0.01
+    # personalisation and pruning (FedLTN family, fedsim.algorithms.fedltn and its baselines)
+    c.val_fraction = 0.0  # share of each client's training data held out for local validation
+    c.finetune_epochs = 1  # fedavg_ft: local epochs of fine-tuning before a client is evaluated
+    c.ditto_lambda = 0.1
+    c.target_density = 0.1
+    c.prune_rate = 0.2
+    c.prune_threshold = 0.5
+    c.prune_scope = "layer"
+    c.aggregation_weights = "uniform"  # masked aggregation weights a_k: 'uniform' or 'examples'
+    c.density_budgets = ()  # fedltn lean start: per-client density tiers, e.g. (1.0, 0.5, 0.25)
+    c.subfedavg_dist_thresh = 1e-4  # Sub-FedAvg: mask change needed to accept a pruning step
     c.chunk_size = 0
     c.eval_batch_size = 500
     c.checkpoint_every = 0  # rounds between checkpoints; 0 = at every evaluation
@@ -60,15 +73,19 @@ def base_config() -> ConfigDict:
     return c
 
 
-def load_config(spec: str) -> ConfigDict:
-    """``'configs/NAME.py[:ARG]'`` -> ``get_config(ARG)``, as ``--config`` loads it (for notebooks)."""
-    path, _, arg = spec.partition(":")
+def _config_module(path: str):
     if not Path(path).is_file():
         raise ConfigError(f"config file {path!r} does not exist")
     module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
+    return module
+
+
+def load_config(spec: str) -> ConfigDict:
+    """``'configs/NAME.py[:ARG]'`` -> ``get_config(ARG)``, as ``--config`` loads it (for notebooks)."""
+    path, _, arg = spec.partition(":")
+    return _config_module(path).get_config(arg or None)
 
 
 def parse_arg(arg: str | None) -> dict:
@@ -147,6 +164,9 @@ def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
         "prox_mu",
         "checkpoint_every",
         "max_windows_per_client",
+        "finetune_epochs",
+        "ditto_lambda",
+        "train_examples",
     ):
         if config[key] < 0:
             raise ConfigError(f"{key}={config[key]} must be >= 0")
@@ -158,11 +178,36 @@ def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
             f"clients_per_round={config.clients_per_round} must lie in [1, num_clients="
             f"{config.num_clients}]"
         )
-    for key in ("server_momentum", "server_beta1", "server_beta2", "dropout_prob"):
+    for key in (
+        "server_momentum",
+        "server_beta1",
+        "server_beta2",
+        "dropout_prob",
+        "val_fraction",
+        "client_momentum",
+    ):
         if not 0 <= config[key] < 1:
             raise ConfigError(f"{key}={config[key]} must lie in [0, 1)")
-    for key in ("straggler_fraction", "poison_fraction"):
+    for key in ("straggler_fraction", "poison_fraction", "prune_threshold", "prune_rate"):
         if not 0 <= config[key] <= 1:
             raise ConfigError(f"{key}={config[key]} must lie in [0, 1]")
+    choices = {"prune_scope": ("layer", "global"), "aggregation_weights": ("uniform", "examples")}
+    for key, accepted in choices.items():
+        if config[key] not in accepted:
+            raise ConfigError(f"{key}={config[key]!r}; choose one of: {', '.join(accepted)}")
+    if not all(0 < b <= 1 for b in config.density_budgets):
+        raise ConfigError(
+            f"density_budgets={tuple(config.density_budgets)}: each must lie in (0, 1]"
+        )
+    if not 0 < config.target_density <= 1:
+        raise ConfigError(f"target_density={config.target_density} must lie in (0, 1]")
     if not 0 < config.straggler_work <= 1:
         raise ConfigError(f"straggler_work={config.straggler_work} must lie in (0, 1]")
+
+
+def sweep_cells(path: str) -> list[dict]:
+    """The override dicts of ``get_sweep()`` in config file ``path`` (``fedsim sweep``)."""
+    module = _config_module(path)
+    if not hasattr(module, "get_sweep"):
+        raise ConfigError(f"config file {path!r} has no get_sweep(); fedsim sweep needs one")
+    return [dict(cell) for cell in module.get_sweep()]

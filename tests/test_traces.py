@@ -6,10 +6,9 @@ import jax.numpy as jnp
 import pytest
 
 from fedsim import config as config_lib
+from fedsim.algorithms import ALGORITHMS
 from fedsim.engine import loop
 from fedsim.engine.round import build_round_fn
-
-ALGORITHMS = ["fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold"]
 
 
 def smoke_config(**overrides):
@@ -25,7 +24,7 @@ def smoke_config(**overrides):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_round_traced_once_over_rounds(algorithm):
-    experiment = loop.Experiment(smoke_config(algorithm=algorithm))
+    experiment = loop.Experiment(smoke_config(algorithm=algorithm, val_fraction=0.2))
     round_fn = jax.jit(chex.assert_max_traces(experiment.round_fn, n=1))
     server, clients = experiment.init()
     federation = experiment.federation()

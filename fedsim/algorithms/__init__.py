@@ -5,7 +5,19 @@ module, which also has a ``from_config(config, model, num_clients)``. Adding one
 one entry in ``_FROM_CONFIG``; the engine does not change.
 """
 
-from fedsim.algorithms import fedavg, fedopt, fedprox, scaffold
+from fedsim.algorithms import (
+    ditto,
+    fedavg,
+    fedavg_ft,
+    fedbn,
+    fedltn,
+    fedopt,
+    fedprox,
+    local_only,
+    lotteryfl,
+    scaffold,
+    subfedavg,
+)
 from fedsim.algorithms.base import ClientResult, ClientTask, Dataset, FederatedAlgorithm
 from fedsim.errors import ConfigError
 
@@ -17,6 +29,13 @@ _FROM_CONFIG = {
     "fedyogi": fedopt.fedyogi_from_config,
     "fedadagrad": fedopt.fedadagrad_from_config,
     "scaffold": scaffold.from_config,
+    "fedavg_ft": fedavg_ft.from_config,
+    "fedbn": fedbn.from_config,
+    "ditto": ditto.from_config,
+    "local_only": local_only.from_config,
+    "lotteryfl": lotteryfl.from_config,
+    "subfedavg": subfedavg.from_config,
+    "fedltn": fedltn.from_config,
 }
 ALGORITHMS = tuple(_FROM_CONFIG)
 

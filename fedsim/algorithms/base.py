@@ -7,6 +7,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
+
+from fedsim.compress.encode import dense_bytes
 
 PyTree = Any
 
@@ -25,6 +28,9 @@ class ClientTask(NamedTuple):
     batch_mask: jax.Array  # bool [steps, B], False on padding
     num_examples: jax.Array  # int32 scalar
     key: jax.Array  # PRNG key for stochastic layers
+    client_id: jax.Array  # int32 scalar, the client's row in the population
+    val_indices: jax.Array  # int32 [V] held-out validation examples (V = 0 without validation)
+    val_mask: jax.Array  # bool [V], False on padding
 
 
 class ClientResult(NamedTuple):
@@ -37,6 +43,21 @@ class ClientResult(NamedTuple):
     down_bytes: jax.Array  # int32: encoded bytes it downloaded this round
 
 
+class Personal(NamedTuple):
+    """The model one client deploys, and what it costs to store."""
+
+    model: PyTree  # ModelVars
+    model_bytes: jax.Array  # int32, encoded (CONTRACT.md byte rule)
+    values_bytes: jax.Array  # int32, 4 bytes per stored value (no index or bitmap overhead)
+    density: jax.Array  # float32 fraction of prunable weights kept
+
+
+def dense_personal(model_vars) -> Personal:
+    """A client deploying a dense model: every parameter and statistic stored at 4 bytes."""
+    size = jnp.int32(dense_bytes(model_vars))
+    return Personal(model_vars, size, size, jnp.float32(1))
+
+
 class FederatedAlgorithm(NamedTuple):
     """Pure functions of one federated algorithm.
 
@@ -44,6 +65,8 @@ class FederatedAlgorithm(NamedTuple):
     client_init(model_vars) -> one client's persistent state (the engine stacks it ``[C, ...]``).
     client_update(server_state, client_state, task, dataset) -> ClientResult.
     server_update(server_state, summed_contributions) -> server_state.
+    personalize(server_state, client_state, task, dataset) -> Personal, for algorithms whose clients
+    deploy their own model (None: every client deploys the server model).
     """
 
     name: str
@@ -51,3 +74,4 @@ class FederatedAlgorithm(NamedTuple):
     client_init: Callable[..., PyTree]
     client_update: Callable[..., ClientResult]
     server_update: Callable[..., PyTree]
+    personalize: Callable[..., Personal] | None = None

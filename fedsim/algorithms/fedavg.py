@@ -85,7 +85,9 @@ def fedavg(
 
 
 def client_optimizer_from_config(config) -> optax.GradientTransformation:
-    return make_optimizer("client_optimizer", config.client_optimizer, config.client_lr)
+    """The client optimiser; ``client_momentum > 0`` is passed as optax's ``momentum`` argument."""
+    extra = {"momentum": config.client_momentum} if config.client_momentum else {}
+    return make_optimizer("client_optimizer", config.client_optimizer, config.client_lr, **extra)
 
 
 def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:

@@ -42,7 +42,7 @@ def local_train(
     """
 
     def loss_fn(params, state, x, y, mask, key):
-        logits, new_state = model.apply(ModelVars(params, state), x, True, key)
+        logits, new_state = model.apply(ModelVars(params, state), x, True, key, mask)
         return masked_cross_entropy(logits, y, mask), new_state
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)

@@ -164,3 +164,18 @@ def load_dataset(name: str, seed: int = 0, path: str = "", data_dir: str = "") -
 
         return load_tfds(name, data_dir or None)
     return _LOADERS[name](seed, path)
+
+
+def subsample_train(dataset: ArrayDataset, num_examples: int, seed: int) -> ArrayDataset:
+    """The first ``num_examples`` of a seeded permutation of the training set (0 keeps all).
+
+    Cheaper experiments in the small-client regime of LotteryFL and Sub-FedAvg; the test set is kept.
+    """
+    if num_examples == 0 or num_examples >= len(dataset.y_train):
+        return dataset
+    keep = np.sort(
+        np.random.default_rng([seed, 11]).permutation(len(dataset.y_train))[:num_examples]
+    )
+    return dataclasses.replace(
+        dataset, x_train=dataset.x_train[keep], y_train=dataset.y_train[keep]
+    )

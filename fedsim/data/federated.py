@@ -37,6 +37,8 @@ class FederatedData:
     num_test: np.ndarray  # int32 [C]
     label_histogram: np.ndarray  # int32 [C, num_classes] of each client's training labels
     num_classes: int
+    client_val_indices: np.ndarray | None = None  # int32 [C, V_max] held out of training
+    num_val: np.ndarray | None = None  # int32 [C]
 
     @property
     def num_clients(self) -> int:
@@ -235,3 +237,43 @@ def make_federation(
         partition_name, dataset.y_train, num_clients, rng, dataset_name=dataset.name, **hparams
     )
     return build_federated_data(dataset, client_train, rng, min_test=min_test)
+
+
+def hold_out_validation(data: FederatedData, fraction: float, seed: int) -> FederatedData:
+    """Moves ``round(fraction * n_k)`` of each client's training examples to a validation split.
+
+    The split is stratified by label (largest-remainder counts per class, at least one example for a
+    client with two or more) and drawn with ``seed``; training keeps the rest. The label histogram
+    and test splits stay those of the full client data.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"val_fraction={fraction} must be in [0, 1)")
+    if fraction == 0.0:
+        return data
+    rng = np.random.default_rng([seed, 7])
+    train_rows, val_rows = [], []
+    for c in range(data.num_clients):
+        idx = data.client_indices[c, : data.num_examples[c]]
+        n = len(idx)
+        n_val = min(max(int(round(fraction * n)), 1 if n >= 2 else 0), max(n - 1, 0))
+        labels = data.y_train[idx]
+        classes, counts = np.unique(labels, return_counts=True)
+        share = counts * n_val / max(n, 1)
+        per_class = np.floor(share).astype(int)
+        extra = np.argsort(-(share - per_class), kind="stable")[: n_val - per_class.sum()]
+        per_class[extra] += 1
+        held = np.zeros(n, bool)
+        for cls, k in zip(classes, per_class, strict=True):
+            members = np.flatnonzero(labels == cls)
+            held[rng.choice(members, size=k, replace=False)] = True
+        train_rows.append(idx[~held])
+        val_rows.append(idx[held])
+    num_train = np.array([len(r) for r in train_rows], np.int64)
+    num_val = np.array([len(r) for r in val_rows], np.int64)
+    return dataclasses.replace(
+        data,
+        client_indices=_padded(np.concatenate(train_rows), num_train),
+        num_examples=num_train.astype(np.int32),
+        client_val_indices=_padded(np.concatenate(val_rows), num_val),
+        num_val=num_val.astype(np.int32),
+    )

@@ -17,7 +17,7 @@ from fedsim import algorithms, models
 from fedsim import config as config_lib
 from fedsim.compress.encode import dense_bytes
 from fedsim.data import datasets, partition, shakespeare, validate
-from fedsim.data.federated import FederatedData, make_federation
+from fedsim.data.federated import FederatedData, hold_out_validation, make_federation
 from fedsim.engine import faults
 from fedsim.engine.round import Federation, build_round_fn, resolve_chunk_size
 from fedsim.errors import ConfigError
@@ -58,6 +58,7 @@ def federation_from_config(config) -> FederatedData:
     dataset = datasets.load_dataset(
         config.dataset, seed=config.seed, path=config.data_path, data_dir=config.data_dir
     )
+    dataset = datasets.subsample_train(dataset, config.train_examples, config.seed)
     validate.check_labels(dataset)
     if config.num_clients > len(dataset.y_train):
         raise ConfigError(
@@ -107,6 +108,7 @@ class Experiment:
         self.data, self.poisoned_clients = faults.poison_clients(
             self.data, config.poison_fraction, config.seed
         )
+        self.data = hold_out_validation(self.data, config.val_fraction, config.seed)
         try:
             self.model = models.get_model(
                 config.model, self.data.num_classes, **config.model_kwargs
@@ -133,6 +135,15 @@ class Experiment:
         )
         self.personal_acc = None
         self.predict_correct = evaluate.build_predict_correct(self.model, config.eval_batch_size)
+        self.personal_eval = None
+        if self.algorithm.personalize is not None:
+            self.personal_eval = evaluate.build_personal_eval(
+                self.model,
+                self.algorithm.personalize,
+                epochs=config.finetune_epochs,
+                batch_size=config.batch_size,
+                chunk=self.chunk_size,
+            )
 
     def init(self):
         """``(server_state, client_states)`` from the seed; client state stacked ``[C, ...]``."""
@@ -147,11 +158,12 @@ class Experiment:
 
     def federation(self) -> Federation:
         d = self.data
+        validation = () if d.num_val is None else (d.client_val_indices, d.num_val)
         return Federation(
-            jnp.asarray(d.x_train),
-            jnp.asarray(d.y_train),
-            jnp.asarray(d.client_indices),
-            jnp.asarray(d.num_examples),
+            *map(
+                jnp.asarray,
+                (d.x_train, d.y_train, d.client_indices, d.num_examples, *validation),
+            )
         )
 
     def evaluate(self, model_vars, x_test, y_test, predict_correct=None) -> dict:
@@ -163,9 +175,23 @@ class Experiment:
         )
         return {
             "global_acc": float(correct.mean()),
-            "personal_acc_mean": float(personal.mean()),
-            "personal_acc_worst10": evaluate.worst_fraction_mean(personal),
             "personal_acc": personal,
+            "model_mb": dense_bytes(model_vars) / 1e6,
+            "model_mb_values": dense_bytes(model_vars) / 1e6,
+            "density": 1.0,
+        }
+
+    def evaluate_personal(self, personal_eval, server_state, client_states, federation, test):
+        """Each client's own deployed model on its own test split, and what it stores."""
+        key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 2)
+        hits, model_bytes, values_bytes, density = jax.device_get(
+            personal_eval(server_state, client_states, federation, *test, key)
+        )
+        return {
+            "personal_acc": hits / np.maximum(self.data.num_test, 1),
+            "model_mb": float(model_bytes.astype(np.float64).mean()) / 1e6,
+            "model_mb_values": float(values_bytes.astype(np.float64).mean()) / 1e6,
+            "density": float(density.mean()),
         }
 
     def abstract_state(self) -> "RunState":
@@ -196,6 +222,19 @@ class Experiment:
             .compile()
         )
         predict = jax.jit(self.predict_correct).lower(server_state.model, x_test, y_test).compile()
+        test = (
+            x_test,
+            y_test,
+            jnp.asarray(self.data.client_test_indices),
+            jnp.asarray(self.data.num_test),
+        )
+        personal_eval = None
+        if self.personal_eval is not None:
+            personal_eval = (
+                jax.jit(self.personal_eval)
+                .lower(server_state, client_states, federation, *test, key)
+                .compile()
+            )
         compile_s = time.perf_counter() - t0
 
         global_acc, last = None, None
@@ -214,25 +253,33 @@ class Experiment:
             metrics = None
             if (r + 1) % c.eval_every == 0 or r + 1 == c.rounds:
                 acc = self.evaluate(server_state.model, x_test, y_test, predict)
+                if personal_eval is not None:
+                    acc.update(
+                        self.evaluate_personal(
+                            personal_eval, server_state, client_states, federation, test
+                        )
+                    )
                 global_acc = acc["global_acc"]
+                personal = acc["personal_acc"]
                 ok = ~m.failed
                 metrics = {
                     "round": r + 1,
                     "wall_s": elapsed(),
                     "loss": float(m.loss[ok].mean()) if ok.any() else None,
                     "global_acc": acc["global_acc"],
-                    "personal_acc_mean": acc["personal_acc_mean"],
-                    "personal_acc_worst10": acc["personal_acc_worst10"],
+                    "personal_acc_mean": float(personal.mean()),
+                    "personal_acc_worst10": evaluate.worst_fraction_mean(personal),
                     "up_mb": counters["up_bytes"] / 1e6,
                     "down_mb": counters["down_bytes"] / 1e6,
-                    "model_mb": dense_bytes(server_state.model) / 1e6,
-                    "density": 1.0,
+                    "model_mb": acc["model_mb"],
+                    "model_mb_values": acc["model_mb_values"],
+                    "density": acc["density"],
                     "params": models.count_params(server_state.model.params),
                     "clients_failed": int(m.failed.sum()),
                     "clients_dropped": int(m.dropped.sum()),
                     "clients_failed_total": counters["clients_failed_total"],
                 }
-                self.personal_acc = acc["personal_acc"]
+                self.personal_acc = personal
                 last = metrics
             traffic_mb = (counters["up_bytes"] + counters["down_bytes"]) / 1e6
             state = RunState(

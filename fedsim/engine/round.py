@@ -26,6 +26,27 @@ class Federation(NamedTuple):
     y: jax.Array
     client_indices: jax.Array  # int32 [C, N_max]
     num_examples: jax.Array  # int32 [C]
+    val_indices: jax.Array | None = None  # int32 [C, V_max] held-out validation examples
+    num_val: jax.Array | None = None  # int32 [C]
+
+
+def client_task(federation: Federation, row, key, *, epochs: int, batch_size: int) -> ClientTask:
+    """Client ``row``'s local schedule for one round (or one fine-tuning pass) under ``key``."""
+    batch_key, task_key = jax.random.split(key)
+    num_examples = federation.num_examples[row]
+    indices, mask = client_batches(
+        batch_key,
+        federation.client_indices[row],
+        num_examples,
+        epochs=epochs,
+        batch_size=batch_size,
+    )
+    if federation.val_indices is None:
+        val_indices, val_mask = jnp.zeros((0,), jnp.int32), jnp.zeros((0,), bool)
+    else:
+        val_indices = federation.val_indices[row]
+        val_mask = jnp.arange(val_indices.shape[0]) < federation.num_val[row]
+    return ClientTask(indices, mask, num_examples, task_key, jnp.int32(row), val_indices, val_mask)
 
 
 class RoundMetrics(NamedTuple):
@@ -84,15 +105,8 @@ def build_round_fn(
         def one_client(states, client_id, is_real):
             row = jnp.minimum(client_id, num_clients - 1)
             own_key = jax.random.fold_in(client_key, row)
-            batch_key, task_key = jax.random.split(own_key)
-            num_examples = federation.num_examples[row]
-            indices, mask = client_batches(
-                batch_key,
-                federation.client_indices[row],
-                num_examples,
-                epochs=local_epochs,
-                batch_size=batch_size,
-            )
+            task = client_task(federation, row, own_key, epochs=local_epochs, batch_size=batch_size)
+            mask, num_examples = task.batch_mask, task.num_examples
             dropped = jnp.bool_(False)
             if faults.active:
                 straggles = faults_lib.is_straggler(
@@ -102,7 +116,7 @@ def build_round_fn(
                     straggles, faults_lib.truncate_work(mask, faults.straggler_work), mask
                 )
                 dropped = faults_lib.drops_out(jax.random.fold_in(own_key, 1), faults.dropout_prob)
-            task = ClientTask(indices, mask, num_examples, task_key)
+            task = task._replace(batch_mask=mask)
             state = jax.tree.map(lambda s: s[row], states)
             result = algorithm.client_update(server_state, state, task, dataset)
             finite = aggregate.all_finite((result.contribution, result.loss, result.client_state))

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedsim.algorithms.base import Dataset
+from fedsim.engine.round import client_task
 from fedsim.models.base import Model
 
 
@@ -43,3 +45,35 @@ def worst_fraction_mean(values: np.ndarray, fraction: float = 0.1) -> float:
     """Mean of the lowest ``ceil(fraction * len(values))`` values (``personal_acc_worst10``)."""
     k = max(1, math.ceil(fraction * len(values)))
     return float(np.sort(values)[:k].mean())
+
+
+def build_personal_eval(model: Model, personalize, *, epochs: int, batch_size: int, chunk: int):
+    """Returns ``evaluate(server_state, client_states, federation, x_test, y_test, test_indices,
+    num_test, key) -> (hits [C], model_bytes [C], values_bytes [C], density [C])``.
+
+    Client ``c`` deploys ``personalize(server_state, client_states[c], task, dataset)`` (its mask,
+    personal normalisation, personal weights, or a fine-tuned copy, per algorithm) and is scored on its
+    own test split. Clients run ``chunk`` at a time (``lax.map``), so memory does not grow with C.
+    """
+
+    def evaluate(
+        server_state, client_states, federation, x_test, y_test, test_indices, num_test, key
+    ):
+        dataset = Dataset(federation.x, federation.y)
+
+        def one(row):
+            state = jax.tree.map(lambda s: s[row], client_states)
+            task = client_task(
+                federation, row, jax.random.fold_in(key, row), epochs=epochs, batch_size=batch_size
+            )
+            personal = personalize(server_state, state, task, dataset)
+            idx = test_indices[row]
+            valid = jnp.arange(idx.shape[0]) < num_test[row]
+            logits, _ = model.apply(personal.model, x_test[idx], False, jax.random.PRNGKey(0))
+            hits = jnp.sum((jnp.argmax(logits, axis=-1) == y_test[idx]) & valid)
+            return hits, personal.model_bytes, personal.values_bytes, personal.density
+
+        rows = jnp.arange(federation.num_examples.shape[0])
+        return jax.lax.map(one, rows, batch_size=chunk if chunk > 1 else None)
+
+    return evaluate

@@ -1,0 +1,32 @@
+"""FedAvg + fine-tuning (e.g. Wang et al. 2019, 'Federated Evaluation of On-device Personalization'):
+FedAvg training; at evaluation every client fine-tunes the server model on its own training data for
+``finetune_epochs`` local epochs (config key) and deploys the result."""
+
+import optax
+
+from fedsim.algorithms.base import FederatedAlgorithm, dense_personal
+from fedsim.algorithms.fedavg import client_optimizer_from_config, fedavg
+from fedsim.algorithms.local import local_train
+from fedsim.algorithms.optimizers import make_optimizer
+from fedsim.models.base import Model
+
+
+def fedavg_ft(
+    model: Model,
+    client_optimizer: optax.GradientTransformation,
+    server_optimizer: optax.GradientTransformation | None = None,
+    name: str = "fedavg_ft",
+) -> FederatedAlgorithm:
+    """FedAvg whose clients deploy a locally fine-tuned copy of the server model."""
+    base = fedavg(model, client_optimizer, server_optimizer, name=name)
+
+    def personalize(server_state, client_state, task, dataset):
+        tuned = local_train(model, client_optimizer, server_state.model, task, dataset)
+        return dense_personal(tuned.model)
+
+    return base._replace(personalize=personalize)
+
+
+def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:
+    server = make_optimizer("server_optimizer", config.server_optimizer, config.server_lr)
+    return fedavg_ft(model, client_optimizer_from_config(config), server)

@@ -1,0 +1,46 @@
+"""Local-only training, the no-federation personalisation baseline: each client trains its own model
+from the shared initialisation on its own data and never communicates."""
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import optax
+
+from fedsim.algorithms.base import ClientResult, FederatedAlgorithm, dense_personal
+from fedsim.algorithms.fedavg import client_optimizer_from_config
+from fedsim.algorithms.local import local_train
+from fedsim.models.base import Model, ModelVars
+
+
+class ServerState(NamedTuple):
+    model: ModelVars  # the shared initialisation (what ``global_acc`` reports)
+
+
+def local_only(
+    model: Model, client_optimizer: optax.GradientTransformation, name: str = "local_only"
+) -> FederatedAlgorithm:
+    """Sampled clients train their own model for the round's local epochs; the server does nothing."""
+
+    def client_update(server_state, own, task, dataset):
+        result = local_train(model, client_optimizer, own, task, dataset)
+        return ClientResult(
+            contribution={"clients": jnp.float32(1)},
+            client_state=result.model,
+            loss=result.loss,
+            up_bytes=jnp.int32(0),
+            down_bytes=jnp.int32(0),
+        )
+
+    def server_update(server_state, total):
+        return server_state
+
+    def personalize(server_state, own, task, dataset):
+        return dense_personal(own)
+
+    return FederatedAlgorithm(
+        name, ServerState, lambda model_vars: model_vars, client_update, server_update, personalize
+    )
+
+
+def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:
+    return local_only(model, client_optimizer_from_config(config))

@@ -1,0 +1,105 @@
+"""LotteryFL: Li, Sun, Li, Chen, Li, 'LotteryFL: Personalized and Communication-Efficient Federated
+Learning with Lottery Ticket Hypothesis on Non-IID Datasets', 2020 (official code
+charleslipku/LotteryFL; procedure: ../shared/specs/fedltn.md section 8).
+
+A client receives its masked server model; when that model's local validation accuracy is above
+``prune_threshold`` and its density above the target, it prunes ``min(prune_rate, 1 - target/density)``
+of the surviving received weights per layer and rewinds the survivors and every unpruned parameter to the
+initialisation theta_0, then trains. The server averages each coordinate over the clients that keep it
+(unweighted). Normalisation layers are shared and averaged like biases. A client deploys its mask applied
+to the server model.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fedsim.algorithms import masked
+from fedsim.algorithms.base import ClientResult, FederatedAlgorithm
+from fedsim.algorithms.fedavg import client_optimizer_from_config
+from fedsim.compress import masks, pruning
+from fedsim.compress.encode import dense_bytes, masked_bytes
+from fedsim.models.base import Model, ModelVars
+
+
+class ServerState(NamedTuple):
+    model: ModelVars
+    initial: optax.Params  # theta_0, the rewinding target
+
+
+def lotteryfl(
+    model: Model,
+    client_optimizer: optax.GradientTransformation,
+    *,
+    target_density: float = 0.1,
+    prune_rate: float = 0.2,
+    prune_threshold: float = 0.2,
+    scope: str = "layer",
+    weight_by_examples: bool = False,
+    name: str = "lotteryfl",
+) -> FederatedAlgorithm:
+    """LotteryFL with its code's defaults (start accuracy 0.2, rate 0.2 per prune event)."""
+
+    def server_init(model_vars):
+        return ServerState(model_vars, model_vars.params)
+
+    def client_init(model_vars):
+        return masks.init_mask(model_vars.params)
+
+    def client_update(server_state, mask, task, dataset):
+        server = server_state.model
+        received = ModelVars(masks.apply_mask(server.params, mask), server.state)
+        accuracy = masked.validation_accuracy(model, received, task, dataset)
+        current = masks.density(mask, received.params)
+        prune = (accuracy > prune_threshold) & (current > target_density)
+        rate = jnp.clip(1.0 - target_density / current, 0.0, prune_rate)
+        pruned = pruning.magnitude_prune(received.params, mask, rate, scope)
+        new_mask = jax.tree.map(lambda p, m: jnp.where(prune, p, m), pruned, mask)
+        rewound = jax.tree.map(
+            lambda theta0, w: jnp.where(prune, theta0, w), server_state.initial, received.params
+        )
+        start = received._replace(params=rewound)
+        result = masked.masked_local_train(model, client_optimizer, start, new_mask, task, dataset)
+
+        weight = masked.aggregation_weight(task, weight_by_examples)
+        contribution = masked.masked_contribution(result.model.params, new_mask, weight)
+        contribution.update(
+            state=jax.tree.map(lambda s: weight * s, result.model.state), weight=weight
+        )
+        state_bytes = dense_bytes(server.state)
+        return ClientResult(
+            contribution=contribution,
+            client_state=new_mask,
+            loss=result.loss,
+            up_bytes=masked_bytes(result.model.params, new_mask) + state_bytes,
+            down_bytes=masked_bytes(received.params, mask) + state_bytes,
+        )
+
+    def server_update(server_state, total):
+        params = masked.masked_average(total, server_state.model.params)
+        stats = jax.tree.map(lambda s: s / total["weight"], total["state"])
+        return server_state._replace(model=ModelVars(params, stats))
+
+    def personalize(server_state, mask, task, dataset):
+        server = server_state.model
+        return masked.personal_model(
+            ModelVars(masks.apply_mask(server.params, mask), server.state), mask
+        )
+
+    return FederatedAlgorithm(
+        name, server_init, client_init, client_update, server_update, personalize
+    )
+
+
+def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:
+    return lotteryfl(
+        model,
+        client_optimizer_from_config(config),
+        target_density=config.target_density,
+        prune_rate=config.prune_rate,
+        prune_threshold=config.prune_threshold,
+        scope=config.prune_scope,
+        weight_by_examples=config.aggregation_weights == "examples",
+    )

@@ -1,0 +1,82 @@
+"""Building blocks shared by the sparse, personalised algorithms (FedLTN, LotteryFL, Sub-FedAvg, FedBN):
+mask-aware local training, local validation accuracy, mask-aware aggregation and per-client storage.
+
+Mask-aware aggregation (LotteryFL, Sub-FedAvg, FedLTN): every coordinate is averaged over the clients
+whose mask keeps it, ``sum_k a_k m_k W_k / sum_k a_k m_k``; a coordinate nobody kept keeps the server
+value. Clients send ``(a m W, a m)`` and the engine's streamed sum does the rest.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fedsim.algorithms.base import ClientTask, Dataset, Personal
+from fedsim.algorithms.local import LocalResult, local_train
+from fedsim.compress import masks
+from fedsim.compress.encode import dense_bytes, masked_bytes
+from fedsim.models.base import Model, ModelVars
+
+
+def masked_local_train(
+    model: Model,
+    optimizer: optax.GradientTransformation,
+    start: ModelVars,
+    mask,
+    task: ClientTask,
+    dataset: Dataset,
+) -> LocalResult:
+    """Local training in which pruned coordinates stay exactly zero.
+
+    Gradients are zeroed where the mask is off, so every optimiser update there is zero too; the result
+    is masked once more so the invariant holds for any optimiser.
+    """
+    start = start._replace(params=masks.apply_mask(start.params, mask))
+    result = local_train(
+        model, optimizer, start, task, dataset, lambda params, grads: masks.apply_mask(grads, mask)
+    )
+    params = masks.apply_mask(result.model.params, mask)
+    return result._replace(model=result.model._replace(params=params))
+
+
+def validation_accuracy(model: Model, model_vars: ModelVars, task: ClientTask, dataset: Dataset):
+    """Accuracy on the client's held-out validation split (0 when it has none)."""
+    x, y = dataset.x[task.val_indices], dataset.y[task.val_indices]
+    logits, _ = model.apply(model_vars, x, False, task.key)
+    hits = jnp.sum((jnp.argmax(logits, axis=-1) == y) & task.val_mask)
+    return hits / jnp.maximum(jnp.sum(task.val_mask), 1)
+
+
+def aggregation_weight(task: ClientTask, by_examples: bool) -> jax.Array:
+    """``a_k``: 1 (unweighted, LotteryFL/Sub-FedAvg/FedLTN default) or ``n_k``."""
+    return task.num_examples.astype(jnp.float32) if by_examples else jnp.float32(1)
+
+
+def masked_contribution(params, mask, weight):
+    """``{'sum': a m W, 'coverage': a m}`` with the coverage broadcast to every leaf's shape."""
+    return {
+        "sum": jax.tree.map(lambda p, m: weight * jnp.where(m, p, 0), params, mask),
+        "coverage": jax.tree.map(
+            lambda p, m: weight * jnp.broadcast_to(m, p.shape).astype(p.dtype), params, mask
+        ),
+    }
+
+
+def masked_average(total, current):
+    """Per coordinate: the covered mean, or ``current`` where no client kept the coordinate."""
+    return jax.tree.map(
+        lambda s, c, w: jnp.where(c > 0, s / jnp.where(c > 0, c, 1), w),
+        total["sum"],
+        total["coverage"],
+        current,
+    )
+
+
+def personal_model(model_vars: ModelVars, mask) -> Personal:
+    """A client's stored sparse model: encoded bytes (values and values-only) and its density."""
+    state_bytes = dense_bytes(model_vars.state)
+    return Personal(
+        model=model_vars,
+        model_bytes=masked_bytes(model_vars.params, mask) + state_bytes,
+        values_bytes=masked_bytes(model_vars.params, mask, values_only=True) + state_bytes,
+        density=masks.density(mask, model_vars.params),
+    )

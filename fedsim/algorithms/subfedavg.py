@@ -1,0 +1,126 @@
+"""Sub-FedAvg (unstructured): Vahidian, Morafah, Lin, 'Personalized Federated Learning by Structured
+and Unstructured Pruning under Data Heterogeneity', ICDCS workshops 2021 (official code
+MMorafah/Sub-FedAvg; procedure: ../shared/specs/fedltn.md section 9).
+
+A client downloads its masked server model and trains with masked gradients. Candidate masks are taken
+after the first local epoch and after the last (each drops ``prune_rate`` of the surviving weights per
+layer by magnitude, less near the target). If they differ by more than ``dist_thresh`` (mean over layers
+of the Hamming fraction) and the client is above ``target_density``, the last candidate is applied without
+rewinding, and kept only if local validation accuracy stays above ``prune_threshold``. The client keeps
+its own last model; the server averages each coordinate over the clients that keep it (unweighted).
+Optimiser state restarts between the two phases of local training.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fedsim.algorithms import masked
+from fedsim.algorithms.base import ClientResult, FederatedAlgorithm
+from fedsim.algorithms.fedavg import ServerState, client_optimizer_from_config
+from fedsim.compress import masks, pruning
+from fedsim.compress.encode import dense_bytes, masked_bytes
+from fedsim.models.base import Model, ModelVars
+
+
+class ClientState(NamedTuple):
+    mask: optax.Params
+    model: ModelVars  # the client's last local model (what it deploys)
+
+
+def subfedavg(
+    model: Model,
+    client_optimizer: optax.GradientTransformation,
+    *,
+    local_epochs: int,
+    target_density: float = 0.1,
+    prune_rate: float = 0.1,
+    prune_threshold: float = 0.5,
+    dist_thresh: float = 1e-4,
+    scope: str = "layer",
+    weight_by_examples: bool = False,
+    name: str = "subfedavg",
+) -> FederatedAlgorithm:
+    """Sub-FedAvg with its script's defaults (10 % per prune event, distance 1e-4, accuracy 0.5)."""
+
+    def server_init(model_vars):
+        return ServerState(model_vars, ())
+
+    def client_init(model_vars):
+        return ClientState(masks.init_mask(model_vars.params), model_vars)
+
+    def candidate(params, mask):
+        pruned_fraction = 1.0 - masks.density(mask, params)
+        gap = (1.0 - target_density) - pruned_fraction
+        near = jnp.minimum(0.05, gap / jnp.maximum(1.0 - pruned_fraction, 1e-12))
+        rate = jnp.where(gap < prune_rate, near, prune_rate)
+        return pruning.magnitude_prune(params, mask, jnp.maximum(rate, 0.0), scope)
+
+    def client_update(server_state, own: ClientState, task, dataset):
+        server = server_state.model
+        mask = own.mask
+        received = ModelVars(masks.apply_mask(server.params, mask), server.state)
+        steps = task.batch_indices.shape[0] // local_epochs
+        first = task._replace(
+            batch_indices=task.batch_indices[:steps], batch_mask=task.batch_mask[:steps]
+        )
+        rest = task._replace(
+            batch_indices=task.batch_indices[steps:], batch_mask=task.batch_mask[steps:]
+        )
+        early = masked.masked_local_train(model, client_optimizer, received, mask, first, dataset)
+        mask_early = candidate(early.model.params, mask)
+        late = masked.masked_local_train(model, client_optimizer, early.model, mask, rest, dataset)
+        trained = late.model
+        mask_late = candidate(trained.params, mask)
+
+        moved = pruning.mask_distance(mask_early, mask_late, trained.params) > dist_thresh
+        above = masks.density(mask, trained.params) > target_density
+        pruned = trained._replace(params=masks.apply_mask(trained.params, mask_late))
+        good = masked.validation_accuracy(model, pruned, task, dataset) > prune_threshold
+        accept = moved & above & good
+        new_mask = jax.tree.map(lambda a, b: jnp.where(accept, a, b), mask_late, mask)
+        params = masks.apply_mask(trained.params, new_mask)
+        real_steps = early.num_steps + late.num_steps
+        loss = (early.loss * early.num_steps + late.loss * late.num_steps) / jnp.maximum(
+            real_steps, 1
+        )
+
+        weight = masked.aggregation_weight(task, weight_by_examples)
+        contribution = masked.masked_contribution(params, new_mask, weight)
+        contribution.update(state=jax.tree.map(lambda s: weight * s, trained.state), weight=weight)
+        state_bytes = dense_bytes(server.state)
+        return ClientResult(
+            contribution=contribution,
+            client_state=ClientState(new_mask, ModelVars(params, trained.state)),
+            loss=loss,
+            up_bytes=masked_bytes(params, new_mask) + state_bytes,
+            down_bytes=masked_bytes(received.params, mask) + state_bytes,
+        )
+
+    def server_update(server_state, total):
+        params = masked.masked_average(total, server_state.model.params)
+        stats = jax.tree.map(lambda s: s / total["weight"], total["state"])
+        return server_state._replace(model=ModelVars(params, stats))
+
+    def personalize(server_state, own: ClientState, task, dataset):
+        return masked.personal_model(own.model, own.mask)
+
+    return FederatedAlgorithm(
+        name, server_init, client_init, client_update, server_update, personalize
+    )
+
+
+def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:
+    return subfedavg(
+        model,
+        client_optimizer_from_config(config),
+        local_epochs=config.local_epochs,
+        target_density=config.target_density,
+        prune_rate=config.prune_rate,
+        prune_threshold=config.prune_threshold,
+        dist_thresh=config.subfedavg_dist_thresh,
+        scope=config.prune_scope,
+        weight_by_examples=config.aggregation_weights == "examples",
+    )

@@ -1,0 +1,105 @@
+"""The personalised and sparse algorithms end to end (smoke scale): metrics, traffic rules, masks,
+the validation split, and ``fedsim sweep``."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedsim.cli import main
+from fedsim.compress import masks
+from fedsim.config import load_config
+from fedsim.data.datasets import load_dataset
+from fedsim.data.federated import hold_out_validation, make_federation
+from fedsim.engine.loop import Experiment
+
+METHODS = (
+    "fedavg",
+    "fedavg_ft",
+    "fedbn",
+    "ditto",
+    "local_only",
+    "lotteryfl",
+    "subfedavg",
+    "fedltn",
+)
+
+
+def run(arg):
+    experiment = Experiment(load_config(f"configs/fedltn.py:smoke,{arg}"))
+    records = list(experiment.records())
+    return experiment, records[-1]
+
+
+@pytest.mark.parametrize("algorithm", METHODS)
+def test_every_method_runs_and_reports_the_contract_fields(algorithm):
+    experiment, last = run(f"algorithm={algorithm}")
+    m = last.metrics
+    for key in ("personal_acc_mean", "personal_acc_worst10", "model_mb", "density", "up_mb"):
+        assert np.isfinite(m[key]), key
+    assert 0.0 <= m["personal_acc_worst10"] <= m["personal_acc_mean"] <= 1.0
+    if algorithm == "local_only":
+        assert m["up_mb"] == m["down_mb"] == 0.0
+    if algorithm in ("fedltn", "lotteryfl", "subfedavg"):
+        assert m["model_mb_values"] <= m["model_mb"]
+
+
+def test_fedltn_prunes_keeps_zeros_and_counts_sparse_traffic():
+    experiment, last = run("algorithm=fedltn,rounds=4")
+    fedavg_experiment, fedavg_last = run("algorithm=fedavg,rounds=4")
+    assert last.metrics["density"] < 1.0
+    assert last.metrics["model_mb"] < fedavg_last.metrics["model_mb"]
+    assert last.traffic_mb < fedavg_last.traffic_mb
+    clients = last.state.client_states
+    for p, m in zip(jax.tree.leaves(clients.params), jax.tree.leaves(clients.mask), strict=True):
+        m = np.asarray(m).reshape(m.shape + (1,) * (p.ndim - m.ndim))
+        assert not np.any(np.asarray(p)[~np.broadcast_to(m, p.shape)])
+    # personal normalisation differs between clients that trained; it never reaches the server
+    scales = [np.asarray(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(clients.params)
+              if masks.is_norm_path(path)]  # fmt: skip
+    assert any(np.ptp(s, axis=0).max() > 0 for s in scales)
+
+
+def test_fedbn_traffic_leaves_out_normalisation():
+    _, bn = run("algorithm=fedbn,rounds=1,eval_every=1")
+    _, avg = run("algorithm=fedavg,rounds=1,eval_every=1")
+    assert bn.metrics["up_mb"] < avg.metrics["up_mb"]
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.floats(0.05, 0.5), st.integers(0, 1000))
+def test_validation_split_loses_and_duplicates_nothing(fraction, seed):
+    data = make_federation(load_dataset("digits"), "label_quantity", 12, seed, labels_per_client=2)
+    split = hold_out_validation(data, fraction, seed)
+    again = hold_out_validation(data, fraction, seed)
+    np.testing.assert_array_equal(split.client_val_indices, again.client_val_indices)
+    for c in range(12):
+        train = split.client_indices[c, : split.num_examples[c]]
+        val = split.client_val_indices[c, : split.num_val[c]]
+        whole = data.client_indices[c, : data.num_examples[c]]
+        assert sorted([*train, *val]) == sorted(whole)
+        assert len(val) == min(max(round(fraction * len(whole)), 1), len(whole) - 1)
+
+
+def test_sweep_runs_every_cell_and_skips_finished_ones(tmp_path, capsys):
+    args = ["sweep", "--config=configs/subfedavg.py:smoke", "--config.rounds=1",
+            "--config.eval_every=1", f"--workdir={tmp_path}"]  # fmt: skip
+    assert main(args) == 0
+    cells = json.loads((tmp_path / "sweep.json").read_text())
+    assert [c["cell"] for c in cells] == [
+        "seed=0",
+        "seed=1",
+        "seed=2",
+        "prune_rate=0.05",
+        "prune_rate=0.2",
+    ]
+    assert (
+        json.loads((tmp_path / "prune_rate=0.05" / "config.json").read_text())["prune_rate"] == 0.05
+    )
+    assert main(args) == 0  # finished cells return their summaries
+    assert json.loads((tmp_path / "sweep.json").read_text()) == cells
+    assert main(["sweep", "--config=configs/quickstart.py", f"--workdir={tmp_path}/q"]) == 2
+    assert "get_sweep" in capsys.readouterr().err
