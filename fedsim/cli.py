@@ -12,10 +12,11 @@ from ml_collections import config_flags
 
 from fedsim.errors import ConfigError
 
-COMMANDS = ("run", "data", "plot")
+COMMANDS = ("run", "sweep", "data", "plot")
 USAGE = (
     "usage: fedsim run --config configs/NAME.py[:ARG] [--config.KEY=VALUE ...] --workdir DIR | "
-    "fedsim data --config ... [--out DIR] | fedsim plot --workdir DIR [DIR ...] [--out DIR]"
+    "fedsim sweep --config ... --workdir DIR | fedsim data --config ... [--out DIR] | "
+    "fedsim plot --workdir DIR [DIR ...] [--out DIR]"
 )
 
 
@@ -94,6 +95,48 @@ def data_command(args: list[str]) -> None:
         print(path)
 
 
+def _config_spec(args: list[str]) -> tuple[list[str], str]:
+    """``args`` without the ``--config`` flag, and that flag's value (``FILE.py[:ARG]``)."""
+    rest, spec, i = [], "", 0
+    while i < len(args):
+        if args[i] == "--config" and i + 1 < len(args):
+            spec, i = args[i + 1], i + 2
+            continue
+        if args[i].startswith("--config="):
+            spec = args[i].partition("=")[2]
+        else:
+            rest.append(args[i])
+        i += 1
+    return rest, spec
+
+
+def sweep_command(args: list[str]) -> None:
+    """``fedsim sweep --config FILE.py[:ARG] ... --workdir DIR``: one run per cell of the config's
+    ``get_sweep()`` in ``DIR/<key=value-...>`` (finished cells are skipped, interrupted ones resume),
+    then ``DIR/sweep.json`` with every cell's overrides and summary."""
+    import json
+
+    from fedsim.config import sweep_cells
+    from fedsim.driver import run
+
+    _, workdir = parse_config_flags(args)  # every flag checked once, before any run starts
+    rest, spec = _config_spec(args)
+    path, _, base_arg = spec.partition(":")
+    cells = [(overrides, None) for overrides in sweep_cells(path)]
+    for i, (overrides, _) in enumerate(cells):  # every cell's config checked before any run
+        arg = ",".join(filter(None, [base_arg, *(f"{k}={v}" for k, v in overrides.items())]))
+        cells[i] = (overrides, parse_config_flags([f"--config={path}:{arg}", *rest])[0])
+    results = []
+    for overrides, config in cells:
+        name = "-".join(f"{k}={v}" for k, v in overrides.items()) or "default"
+        print(f"sweep cell {name}", flush=True)
+        summary = run(config, Path(workdir) / name)
+        results.append({"cell": name, "overrides": overrides, "summary": summary})
+    out = Path(workdir) / "sweep.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -102,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(
                 f"command {given!r} is unknown; accepted: {', '.join(COMMANDS)}. {USAGE}"
             )
-        if argv[0] in ("plot", "data"):
-            (plot_command if argv[0] == "plot" else data_command)(argv[1:])
+        commands = {"plot": plot_command, "data": data_command, "sweep": sweep_command}
+        if argv[0] in commands:
+            commands[argv[0]](argv[1:])
             return 0
         config, workdir = parse_config_flags(argv[1:])
         from fedsim.driver import run

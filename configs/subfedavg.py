@@ -1,0 +1,29 @@
+"""subfedavg on the FedLTN comparison setting (see configs/fedltn.py; ../shared/specs/fedltn.md).
+
+    fedsim run --config configs/subfedavg.py --workdir runs/subfedavg
+    fedsim run --config configs/subfedavg.py:smoke --workdir /tmp/subfedavg-smoke
+    fedsim sweep --config configs/subfedavg.py --workdir runs/subfedavg-grid
+
+ARG keys: as configs/fedltn.py (any config key, ``smoke``).
+"""
+
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location(
+    "fedltn_config", Path(__file__).with_name("fedltn.py")
+)
+fedltn_config = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fedltn_config)
+
+
+def get_config(arg=None):
+    return fedltn_config.get_config(",".join(filter(None, ["algorithm=subfedavg", arg])))
+
+
+RATES = (0.05, 0.2)
+
+
+def get_sweep():
+    """Three seeds, and the pruning rate around the published default."""
+    return [{"seed": s} for s in fedltn_config.SEEDS] + [{"prune_rate": r} for r in RATES]
