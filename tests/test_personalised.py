@@ -2,6 +2,7 @@
 the validation split, and ``fedsim sweep``."""
 
 import json
+import runpy
 
 import jax
 import numpy as np
@@ -16,16 +17,7 @@ from fedsim.data.datasets import load_dataset
 from fedsim.data.federated import hold_out_validation, make_federation
 from fedsim.engine.loop import Experiment
 
-METHODS = (
-    "fedavg",
-    "fedavg_ft",
-    "fedbn",
-    "ditto",
-    "local_only",
-    "lotteryfl",
-    "subfedavg",
-    "fedltn",
-)
+METHODS = runpy.run_path("configs/fedltn.py")["METHODS"]
 
 
 def run(arg):
