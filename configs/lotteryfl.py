@@ -1,4 +1,4 @@
-"""lotteryfl on the FedLTN comparison setting (see configs/fedltn.py; ../shared/specs/fedltn.md).
+"""LotteryFL on the FedLTN comparison setting (see configs/fedltn.py; ../shared/specs/fedltn.md).
 
     fedsim run --config configs/lotteryfl.py --workdir runs/lotteryfl
     fedsim run --config configs/lotteryfl.py:smoke --workdir /tmp/lotteryfl-smoke
@@ -7,21 +7,16 @@
 ARG keys: as configs/fedltn.py (any config key, ``smoke``).
 """
 
-import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location(
-    "fedltn_config", Path(__file__).with_name("fedltn.py")
-)
-fedltn_config = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fedltn_config)
+from fedsim.config import config_module
+
+fedltn_config = config_module(Path(__file__).with_name("fedltn.py"))
+RATES = (0.1, 0.3)
 
 
 def get_config(arg=None):
     return fedltn_config.get_config(",".join(filter(None, ["algorithm=lotteryfl", arg])))
-
-
-RATES = (0.1, 0.3)
 
 
 def get_sweep():

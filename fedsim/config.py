@@ -73,7 +73,8 @@ def base_config() -> ConfigDict:
     return c
 
 
-def _config_module(path: str):
+def config_module(path):
+    """The Python module of config file ``path`` (its get_config, get_sweep and constants)."""
     if not Path(path).is_file():
         raise ConfigError(f"config file {path!r} does not exist")
     module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
@@ -85,7 +86,7 @@ def _config_module(path: str):
 def load_config(spec: str) -> ConfigDict:
     """``'configs/NAME.py[:ARG]'`` -> ``get_config(ARG)``, as ``--config`` loads it (for notebooks)."""
     path, _, arg = spec.partition(":")
-    return _config_module(path).get_config(arg or None)
+    return config_module(path).get_config(arg or None)
 
 
 def parse_arg(arg: str | None) -> dict:
@@ -207,7 +208,7 @@ def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
 
 def sweep_cells(path: str) -> list[dict]:
     """The override dicts of ``get_sweep()`` in config file ``path`` (``fedsim sweep``)."""
-    module = _config_module(path)
+    module = config_module(path)
     if not hasattr(module, "get_sweep"):
         raise ConfigError(f"config file {path!r} has no get_sweep(); fedsim sweep needs one")
     return [dict(cell) for cell in module.get_sweep()]

@@ -38,10 +38,6 @@ class ClientState(NamedTuple):
     joined: jax.Array  # bool: has taken part in a round (lean start applies once)
 
 
-def _norm_flags(params):
-    return jax.tree_util.tree_map_with_path(lambda path, _: masks.is_norm_path(path), params)
-
-
 def fedltn(
     model: Model,
     client_optimizer: optax.GradientTransformation,
@@ -74,7 +70,7 @@ def fedltn(
         """Server weights, with this client's own normalisation leaves."""
         return jax.tree.map(
             lambda is_norm, w, mine: mine if is_norm else w,
-            _norm_flags(server_params),
+            masks.norm_flags(server_params),
             server_params,
             own.params,
         )
@@ -99,8 +95,9 @@ def fedltn(
         params = masks.apply_mask(trained.params, new_mask)
 
         weight = masked.aggregation_weight(task, weight_by_examples)
-        contribution = masked.masked_contribution(params, new_mask, weight)
-        contribution.update(state=jax.tree.map(lambda s: weight * s, trained.state), weight=weight)
+        contribution = masked.masked_model_contribution(
+            ModelVars(params, trained.state), new_mask, weight
+        )
         return ClientResult(
             contribution=contribution,
             client_state=ClientState(new_mask, params, trained.state, jnp.bool_(True)),
@@ -111,23 +108,21 @@ def fedltn(
 
     def server_update(server_state, total):
         current = server_state.model.params
-        average = masked.masked_average(total, current)
+        average = masked.masked_server_model(total, server_state.model)
+        flags = masks.norm_flags(current)
 
-        def step(is_norm, w, v, avg, coverage):
-            if is_norm:  # personal: the mean is kept for global_acc only, no momentum
-                return avg, v
-            covered = coverage > 0
-            v_new = jnp.where(covered, server_momentum * v + (w - avg), v)
-            return jnp.where(covered, w - server_lr * v_new, w), v_new
+        def momentum_step(is_norm, w, v, avg, coverage):
+            return v if is_norm else jnp.where(coverage > 0, server_momentum * v + (w - avg), v)
 
-        flags = _norm_flags(current)
-        stepped = jax.tree.map(
-            step, flags, current, server_state.momentum, average, total["coverage"]
-        )
-        params = jax.tree.map(lambda _, pair: pair[0], flags, stepped)
-        momentum = jax.tree.map(lambda _, pair: pair[1], flags, stepped)
-        stats = jax.tree.map(lambda s: s / total["weight"], total["state"])
-        return ServerState(ModelVars(params, stats), momentum)
+        def param_step(is_norm, w, v, avg, coverage):
+            # personal normalisation: the mean is kept for global_acc only, no momentum
+            return avg if is_norm else jnp.where(coverage > 0, w - server_lr * v, w)
+
+        leaves = (current, server_state.momentum, average.params, total["coverage"])
+        momentum = jax.tree.map(momentum_step, flags, *leaves)
+        leaves = (current, momentum, average.params, total["coverage"])
+        params = jax.tree.map(param_step, flags, *leaves)
+        return ServerState(average._replace(params=params), momentum)
 
     def personalize(server_state, own: ClientState, task, dataset):
         return masked.personal_model(ModelVars(own.params, own.state), own.mask)

@@ -64,10 +64,7 @@ def lotteryfl(
         result = masked.masked_local_train(model, client_optimizer, start, new_mask, task, dataset)
 
         weight = masked.aggregation_weight(task, weight_by_examples)
-        contribution = masked.masked_contribution(result.model.params, new_mask, weight)
-        contribution.update(
-            state=jax.tree.map(lambda s: weight * s, result.model.state), weight=weight
-        )
+        contribution = masked.masked_model_contribution(result.model, new_mask, weight)
         state_bytes = dense_bytes(server.state)
         return ClientResult(
             contribution=contribution,
@@ -78,9 +75,7 @@ def lotteryfl(
         )
 
     def server_update(server_state, total):
-        params = masked.masked_average(total, server_state.model.params)
-        stats = jax.tree.map(lambda s: s / total["weight"], total["state"])
-        return server_state._replace(model=ModelVars(params, stats))
+        return server_state._replace(model=masked.masked_server_model(total, server_state.model))
 
     def personalize(server_state, mask, task, dataset):
         server = server_state.model

@@ -61,6 +61,13 @@ def masked_contribution(params, mask, weight):
     }
 
 
+def masked_model_contribution(model_vars: ModelVars, mask, weight):
+    """``masked_contribution`` of the params plus ``a``-weighted model state and ``a`` itself."""
+    contribution = masked_contribution(model_vars.params, mask, weight)
+    contribution.update(state=jax.tree.map(lambda s: weight * s, model_vars.state), weight=weight)
+    return contribution
+
+
 def masked_average(total, current):
     """Per coordinate: the covered mean, or ``current`` where no client kept the coordinate."""
     return jax.tree.map(
@@ -69,6 +76,12 @@ def masked_average(total, current):
         total["coverage"],
         current,
     )
+
+
+def masked_server_model(total, current: ModelVars) -> ModelVars:
+    """The server model from summed ``masked_model_contribution``s: masked-average params, mean state."""
+    stats = jax.tree.map(lambda s: s / total["weight"], total["state"])
+    return ModelVars(masked_average(total, current.params), stats)
 
 
 def personal_model(model_vars: ModelVars, mask) -> Personal:

@@ -88,21 +88,19 @@ def subfedavg(
         )
 
         weight = masked.aggregation_weight(task, weight_by_examples)
-        contribution = masked.masked_contribution(params, new_mask, weight)
-        contribution.update(state=jax.tree.map(lambda s: weight * s, trained.state), weight=weight)
+        deployed = ModelVars(params, trained.state)
+        contribution = masked.masked_model_contribution(deployed, new_mask, weight)
         state_bytes = dense_bytes(server.state)
         return ClientResult(
             contribution=contribution,
-            client_state=ClientState(new_mask, ModelVars(params, trained.state)),
+            client_state=ClientState(new_mask, deployed),
             loss=loss,
             up_bytes=masked_bytes(params, new_mask) + state_bytes,
             down_bytes=masked_bytes(received.params, mask) + state_bytes,
         )
 
     def server_update(server_state, total):
-        params = masked.masked_average(total, server_state.model.params)
-        stats = jax.tree.map(lambda s: s / total["weight"], total["state"])
-        return server_state._replace(model=ModelVars(params, stats))
+        return server_state._replace(model=masked.masked_server_model(total, server_state.model))
 
     def personalize(server_state, own: ClientState, task, dataset):
         return masked.personal_model(own.model, own.mask)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedsim.compress.masks import is_norm_path, prunable
+from fedsim.compress.masks import norm_flags, prunable
 
 FP32_BYTES = 4
 
@@ -35,10 +35,10 @@ def masked_bytes(params, mask, values_only: bool = False, skip_norm: bool = Fals
     """
     total = jnp.int32(0)
     flags = jax.tree.leaves(prunable(params))
-    paths = [path for path, _ in jax.tree_util.tree_leaves_with_path(params)]
-    leaves = zip(paths, jax.tree.leaves(params), jax.tree.leaves(mask), flags, strict=True)
-    for path, p, m, flag in leaves:
-        if skip_norm and is_norm_path(path):
+    norm = jax.tree.leaves(norm_flags(params))
+    leaves = zip(norm, jax.tree.leaves(params), jax.tree.leaves(mask), flags, strict=True)
+    for is_norm, p, m, flag in leaves:
+        if skip_norm and is_norm:
             continue
         if not flag:
             total += FP32_BYTES * np.size(p)

@@ -30,6 +30,11 @@ def prunable(params):
     return jax.tree_util.tree_map_with_path(is_prunable_path, params)
 
 
+def norm_flags(params):
+    """A tree of Python bools: which leaves of ``params`` belong to a normalisation module."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: is_norm_path(path), params)
+
+
 def init_mask(params):
     """Everything kept: ones for prunable leaves, scalar True elsewhere."""
     return jax.tree.map(
