@@ -5,7 +5,7 @@ import importlib
 from fedsim.errors import ConfigError
 from fedsim.models.base import Model, ModelVars, count_params
 
-MODELS = ("mlp", "cnn", "lenet5", "char_lstm", "bn_cnn", "resnet18", "vgg11")
+MODELS = ("mlp", "cnn", "lenet5", "char_lstm", "bn_cnn", "resnet18", "vgg11", "transformer")
 _MODULES = {
     "mlp": "mlp",
     "cnn": "cnn",
@@ -14,6 +14,7 @@ _MODULES = {
     "bn_cnn": "bn_cnn",
     "resnet18": "resnet",
     "vgg11": "vgg",
+    "transformer": "transformer",
 }
 
 

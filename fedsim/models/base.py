@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fedsim.models.layers import MACS
+
 PyTree = Any
 
 
@@ -29,12 +31,15 @@ class Model(NamedTuple):
     """Pure functions of one network.
 
     ``apply(vars, x, train, key, mask=None)`` returns ``(logits, new_state)``; ``new_state`` equals
-    ``vars.state`` when ``train`` is False or the network has no mutable state.
+    ``vars.state`` when ``train`` is False or the network has no mutable state. ``macs(vars, x)`` is
+    the multiply-accumulates per example of the deployed network, summed over the layers of
+    ``fedsim.models.layers`` (factorised layers at their kept rank).
     """
 
     name: str
     init: Callable[[jax.Array, jax.Array], ModelVars]
     apply: Callable[..., tuple[jax.Array, PyTree]]
+    macs: Callable[[ModelVars, jax.Array], jax.Array] | None = None
 
 
 def from_flax(name: str, module: nn.Module) -> Model:
@@ -45,6 +50,7 @@ def from_flax(name: str, module: nn.Module) -> Model:
         variables = module.init({"params": key, "dropout": key}, sample_x, train=False)
         variables = dict(variables)
         params = variables.pop("params")
+        variables.pop(MACS, None)
         return ModelVars(params=params, state=variables)
 
     def apply(model_vars, x, train, key, mask=None):
@@ -60,7 +66,13 @@ def from_flax(name: str, module: nn.Module) -> Model:
         logits = out[0] if isinstance(out, tuple) else out
         return logits, model_vars.state
 
-    return Model(name=name, init=init, apply=apply)
+    def macs(model_vars, x):
+        variables = {"params": model_vars.params, **model_vars.state}
+        _, sown = module.apply(variables, x, train=False, mutable=[MACS])
+        counts = jax.tree.leaves(sown.get(MACS, {}))
+        return sum(counts, jnp.int32(0))
+
+    return Model(name=name, init=init, apply=apply, macs=macs)
 
 
 def count_params(tree: PyTree) -> int:

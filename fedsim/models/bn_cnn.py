@@ -13,10 +13,12 @@ key containing "Norm".
 
 import flax.linen as nn
 
+from fedsim.compress.lowrank import factorized_model
 from fedsim.models.base import Model, from_flax
-from fedsim.models.layers import Conv2D, max_pool_2x2
+from fedsim.models.layers import Conv2D, Dense, max_pool_2x2
 
 NORMS = ("batch", "group")
+BN_MOMENTUM = 0.9  # flax convention: running = 0.9 running + 0.1 batch
 
 
 def check_norm(norm: str) -> str:
@@ -35,7 +37,7 @@ def normalise(x, norm: str, groups: int, train: bool, mask=None):
         return nn.GroupNorm(num_groups=groups)(x)
     if mask is not None:
         mask = mask.reshape(mask.shape + (1,) * (x.ndim - 1))
-    bn = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+    bn = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=1e-5)
     return bn(x, mask=mask)
 
 
@@ -46,15 +48,18 @@ class BNCNN(nn.Module):
     norm: str = "batch"
     groups: int = 2
     conv_impl: str = "auto"
+    factorized: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False, mask=None):
+        low = self.factorized
         for features in (self.width, 2 * self.width):
-            x = Conv2D(features, (3, 3), impl=self.conv_impl)(x)
+            x = Conv2D(features, (3, 3), impl=self.conv_impl, factorized=low)(x)
             x = max_pool_2x2(nn.relu(normalise(x, self.norm, self.groups, train, mask)))
         x = x.reshape((x.shape[0], -1))
-        x = nn.relu(normalise(nn.Dense(self.hidden)(x), self.norm, self.groups, train, mask))
-        return nn.Dense(self.num_classes)(x)
+        x = Dense(self.hidden, factorized=low)(x)
+        x = nn.relu(normalise(x, self.norm, self.groups, train, mask))
+        return Dense(self.num_classes, factorized=low)(x)
 
 
 def make(
@@ -64,7 +69,10 @@ def make(
     norm: str = "batch",
     groups: int = 2,
     conv_impl: str = "auto",
+    factorized: bool = False,
 ) -> Model:
-    """Small BN CNN; ``norm`` "batch" or "group" (``groups`` groups); ``width``/``hidden`` shrink it."""
-    module = BNCNN(num_classes, width, hidden, check_norm(norm), groups, conv_impl)
-    return from_flax("bn_cnn", module)
+    """Small BN CNN; ``norm`` "batch" or "group" (``groups`` groups); ``width``/``hidden`` shrink it;
+    ``factorized`` makes every Conv/Dense ``U Vᵀ`` (Maestro), SVD-initialised from the dense init."""
+    build = lambda low: BNCNN(num_classes, width, hidden, check_norm(norm), groups, conv_impl, low)
+    dense = from_flax("bn_cnn", build(False))
+    return factorized_model(dense, from_flax("bn_cnn", build(True))) if factorized else dense

@@ -3,8 +3,9 @@ Decentralized Data': conv5x5-32, max-pool 2, conv5x5-64, max-pool 2, fc-512, fc-
 
 import flax.linen as nn
 
+from fedsim.compress.lowrank import factorized_model
 from fedsim.models.base import Model, from_flax
-from fedsim.models.layers import Conv2D, max_pool_2x2
+from fedsim.models.layers import Conv2D, Dense, max_pool_2x2
 
 
 class FedAvgCNN(nn.Module):
@@ -12,17 +13,28 @@ class FedAvgCNN(nn.Module):
     width: int = 32
     hidden: int = 512
     conv_impl: str = "auto"
+    factorized: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = max_pool_2x2(nn.relu(Conv2D(self.width, (5, 5), impl=self.conv_impl)(x)))
-        x = max_pool_2x2(nn.relu(Conv2D(2 * self.width, (5, 5), impl=self.conv_impl)(x)))
+        low = self.factorized
+        for features in (self.width, 2 * self.width):
+            x = Conv2D(features, (5, 5), impl=self.conv_impl, factorized=low)(x)
+            x = max_pool_2x2(nn.relu(x))
         x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(self.hidden)(x))
-        return nn.Dense(self.num_classes)(x)
+        x = nn.relu(Dense(self.hidden, factorized=low)(x))
+        return Dense(self.num_classes, factorized=low)(x)
 
 
-def make(num_classes: int, width: int = 32, hidden: int = 512, conv_impl: str = "auto") -> Model:
-    """FedAvg CNN; ``width`` and ``hidden`` shrink it for tests; ``conv_impl`` see ``layers``."""
-    module = FedAvgCNN(num_classes=num_classes, width=width, hidden=hidden, conv_impl=conv_impl)
-    return from_flax("cnn", module)
+def make(
+    num_classes: int,
+    width: int = 32,
+    hidden: int = 512,
+    conv_impl: str = "auto",
+    factorized: bool = False,
+) -> Model:
+    """FedAvg CNN; ``width`` and ``hidden`` shrink it for tests; ``conv_impl`` see ``layers``;
+    ``factorized`` makes every layer ``U Vᵀ`` (Maestro), SVD-initialised from the dense init."""
+    build = lambda low: FedAvgCNN(num_classes, width, hidden, conv_impl, low)
+    dense = from_flax("cnn", build(False))
+    return factorized_model(dense, from_flax("cnn", build(True))) if factorized else dense

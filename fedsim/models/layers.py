@@ -1,4 +1,14 @@
-"""Convolution with two interchangeable implementations, params identical either way.
+"""Convolution and Dense layers, each either dense or factorised as ``U Vᵀ`` (Maestro).
+
+Dense form: params ``kernel`` and ``bias`` exactly as ``nn.Conv``/``nn.Dense``, so a model built from
+these layers has the same parameter tree as one built from Flax's. Factorised form (Horváth et al.,
+'Maestro: Uncovering Low-Rank Structures via Trainable Decomposition', ICML 2024): params ``v``
+(``[n, R]``, or ``[kh, kw, c_in, R]`` applied as a convolution), ``u`` (``[m, R]``) and ``bias``, with
+``R = min(n, m)`` rank slots, and the kept rank ``keep`` as an int32 variable of the ``ranks``
+collection. Slots ``>= keep`` are masked out of the forward pass, so shapes never change while ranks
+shrink (``fedsim.compress.lowrank`` holds the maths on these factors). Every layer sows its
+multiply-accumulates per example (at its kept rank, in the cheaper of the dense and factorised forms)
+into the ``macs`` collection, which ``Model.macs`` sums.
 
 On CPU, XLA's convolution is fast in a standalone jitted step but slow inside ``lax.scan`` (where the
 engine's local training runs); im2col (patches @ kernel) is the opposite. Measured on the 2-core CPU
@@ -7,11 +17,15 @@ this project tests on (jax 0.10.2, SGD training steps inside ``lax.scan``): bn_c
 and cuDNN convolutions on GPUs. Max-pool by reshape-and-max rather than ``reduce_window`` adds ~5 %.
 """
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 CONV_IMPLS = ("auto", "xla", "im2col")
+RANKS = "ranks"  # variable collection holding each factorised layer's kept rank
+MACS = "macs"  # variable collection the layers sow their multiply-accumulates into
 
 
 def resolve_conv_impl(impl: str) -> str:
@@ -23,33 +37,90 @@ def resolve_conv_impl(impl: str) -> str:
     return impl
 
 
-class Conv2D(nn.Module):
-    """A stride-1 NHWC convolution with ``kernel`` (HWIO) and ``bias``, like ``nn.Conv``."""
+def conv2d(x, kernel, padding: str, impl: str):
+    """Stride-1 NHWC convolution with an HWIO ``kernel``."""
+    kh, kw, fan_in, features = kernel.shape
+    dims = ("NHWC", "HWIO", "NHWC")
+    if resolve_conv_impl(impl) == "xla":
+        return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=dims)
+    patches = jax.lax.conv_general_dilated_patches(
+        x, (kh, kw), (1, 1), padding, dimension_numbers=dims
+    )  # feature order: (in_channel, kh, kw)
+    return patches @ kernel.transpose(2, 0, 1, 3).reshape(fan_in * kh * kw, features)
+
+
+def deployed_cost(keep, fan_in: int, fan_out: int):
+    """Weights of a layer at kept rank ``keep``: ``min(n m, keep (n + m))`` (Maestro's deployment)."""
+    return jnp.minimum(fan_in * fan_out, keep * (fan_in + fan_out))
+
+
+class _Factorised(nn.Module):
+    """Shared body of the factorised layers: ``v``-map, rank mask, ``u`` projection, bias."""
+
+    def factors(self, v_shape, fan_in: int, fan_out: int):
+        rank = min(fan_in, fan_out)
+        v = self.param("v", nn.initializers.lecun_normal(), v_shape + (rank,))
+        u = self.param("u", nn.initializers.lecun_normal(), (fan_out, rank))
+        bias = self.param("bias", nn.initializers.zeros_init(), (fan_out,))
+        keep = self.variable(RANKS, "keep", lambda: jnp.int32(rank)).value
+        return v, u, bias, keep
+
+    def project(self, h, u, bias, keep):
+        """``((x V) * mask) Uᵀ + bias``; with ``keep = 0`` the output is the bias."""
+        slots = jnp.arange(u.shape[1]) < keep
+        return (h * slots) @ u.T + bias
+
+
+class Conv2D(_Factorised):
+    """A stride-1 NHWC convolution, dense (``kernel``, ``bias`` as ``nn.Conv``) or factorised.
+
+    Factorised: ``v`` is a ``kh x kw x c_in -> R`` convolution without bias, ``u`` a 1x1 ``R -> c_out``
+    convolution carrying the bias, ``R = min(c_out, kh kw c_in)``.
+    """
 
     features: int
     kernel_size: tuple[int, int]
     padding: str = "SAME"
     impl: str = "auto"
+    factorized: bool = False
 
     @nn.compact
     def __call__(self, x):
         kh, kw = self.kernel_size
-        fan_in = x.shape[-1]
-        kernel = self.param(
-            "kernel", nn.initializers.lecun_normal(), (kh, kw, fan_in, self.features)
-        )
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        dims = ("NHWC", "HWIO", "NHWC")
-        if resolve_conv_impl(self.impl) == "xla":
-            y = jax.lax.conv_general_dilated(
-                x, kernel, (1, 1), self.padding, dimension_numbers=dims
+        fan_in = kh * kw * x.shape[-1]
+        if not self.factorized:
+            kernel = self.param(
+                "kernel", nn.initializers.lecun_normal(), (kh, kw, x.shape[-1], self.features)
             )
-        else:
-            patches = jax.lax.conv_general_dilated_patches(
-                x, (kh, kw), (1, 1), self.padding, dimension_numbers=dims
-            )  # feature order: (in_channel, kh, kw)
-            y = patches @ kernel.transpose(2, 0, 1, 3).reshape(fan_in * kh * kw, self.features)
-        return y + bias
+            bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+            y = conv2d(x, kernel, self.padding, self.impl) + bias
+            self.sow(MACS, "count", math.prod(y.shape[1:-1]) * fan_in * self.features)
+            return y
+        v, u, bias, keep = self.factors((kh, kw, x.shape[-1]), fan_in, self.features)
+        y = self.project(conv2d(x, v, self.padding, self.impl), u, bias, keep)
+        positions = math.prod(y.shape[1:-1])
+        self.sow(MACS, "count", positions * deployed_cost(keep, fan_in, self.features))
+        return y
+
+
+class Dense(_Factorised):
+    """A Dense layer on the last axis, dense (``kernel``, ``bias`` as ``nn.Dense``) or factorised."""
+
+    features: int
+    factorized: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        fan_in = x.shape[-1]
+        positions = math.prod(x.shape[1:-1])
+        if not self.factorized:
+            kernel = self.param("kernel", nn.initializers.lecun_normal(), (fan_in, self.features))
+            bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+            self.sow(MACS, "count", positions * fan_in * self.features)
+            return x @ kernel + bias
+        v, u, bias, keep = self.factors((fan_in,), fan_in, self.features)
+        self.sow(MACS, "count", positions * deployed_cost(keep, fan_in, self.features))
+        return self.project(x @ v, u, bias, keep)
 
 
 def max_pool_2x2(x):

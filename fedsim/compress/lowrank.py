@@ -1,0 +1,257 @@
+"""Pure maths on factorised layers ``W = U Vᵀ`` (Horváth, Laskaridis, Rajput, Wang, 'Maestro: Uncovering
+Low-Rank Structures via Trainable Decomposition', ICML 2024; spec ../shared/specs/maestro.md 3-7).
+
+A factorised layer is a node ``{'v': [..., R], 'u': [m, R], 'bias': [m]}`` of the params tree (see
+``fedsim.models.layers``); its kept rank is ``state['ranks'][...path...]['keep']``. Layers are ordered by
+their path, and ``rank_vector``/``with_rank_vector`` move between that collection and one int32 vector
+``[L]``, so the sampler, the shrinking and the capacity tiers work on plain arrays under ``jit``.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from fedsim.compress.encode import FP32_BYTES
+from fedsim.models.base import Model, ModelVars
+from fedsim.models.layers import RANKS
+
+
+def _flat(tree) -> dict:
+    return traverse_util.flatten_dict(dict(tree))
+
+
+def layer_paths(params) -> list[tuple]:
+    """Paths (tuples of keys) of the factorised layers, in their canonical order."""
+    flat = _flat(params)
+    return sorted(k[:-1] for k in flat if k[-1] == "u" and k[:-1] + ("v",) in flat)
+
+
+def rank_vector(state) -> jax.Array:
+    """The kept ranks ``[L]`` (int32), one per factorised layer in ``layer_paths`` order."""
+    flat = _flat(state[RANKS])
+    return jnp.stack([jnp.asarray(flat[k], jnp.int32) for k in sorted(flat)])
+
+
+def with_rank_vector(state, ranks):
+    """``state`` with the kept ranks replaced by the vector ``ranks`` ``[L]``."""
+    keys = sorted(_flat(state[RANKS]))
+    new = traverse_util.unflatten_dict({k: ranks[i] for i, k in enumerate(keys)})
+    return {**state, RANKS: new}
+
+
+def full_ranks(params) -> jax.Array:
+    """The slot count ``R = min(n, m)`` of every factorised layer ``[L]``."""
+    flat = _flat(params)
+    return jnp.asarray([flat[p + ("u",)].shape[1] for p in layer_paths(params)], jnp.int32)
+
+
+def svd_factors(kernel):
+    """Thin SVD ``K = A diag(s) Bᵀ`` -> ``v = A sqrt(s)``, ``u = B sqrt(s)``; conv kernels ``[kh, kw,
+    c_in, c_out]`` are factorised as ``(kh kw c_in) x c_out`` matrices."""
+    fan_out = kernel.shape[-1]
+    a, s, bt = jnp.linalg.svd(kernel.reshape(-1, fan_out), full_matrices=False)
+    root = jnp.sqrt(s)
+    v = (a * root).reshape(kernel.shape[:-1] + (s.shape[0],))
+    return v, bt.T * root
+
+
+def factorize(dense_params, like_params):
+    """Dense params -> factorised params shaped like ``like_params``, by SVD of every kernel whose
+    layer is factorised in ``like_params`` (the function is unchanged at full rank)."""
+    factored = set(layer_paths(like_params))
+    out = {}
+    for key, leaf in _flat(dense_params).items():
+        if key[-1] == "kernel" and key[:-1] in factored:
+            out[key[:-1] + ("v",)], out[key[:-1] + ("u",)] = svd_factors(leaf)
+        else:
+            out[key] = leaf
+    if set(out) != set(_flat(like_params)):
+        raise ValueError("dense params do not match the factorised model's layers")
+    return traverse_util.unflatten_dict(out)
+
+
+def dense_shapes(params):
+    """``params`` with every factorised layer's ``u``/``v`` replaced by the dense ``kernel`` shape."""
+    factored = set(layer_paths(params))
+    flat = _flat(params)
+    out = {}
+    for key, leaf in flat.items():
+        if key[:-1] in factored and key[-1] in ("u", "v"):
+            if key[-1] == "v":
+                m = flat[key[:-1] + ("u",)].shape[0]
+                out[key[:-1] + ("kernel",)] = jax.ShapeDtypeStruct(
+                    leaf.shape[:-1] + (m,), leaf.dtype
+                )
+        else:
+            out[key] = leaf
+    return traverse_util.unflatten_dict(out)
+
+
+def _slot_energy(params):
+    """Per layer: squared norms of every slot of ``u`` and of ``v``, ``([R], [R])`` pairs."""
+    flat = _flat(params)
+    energy = []
+    for path in layer_paths(params):
+        u, v = flat[path + ("u",)], flat[path + ("v",)]
+        energy.append((jnp.sum(u**2, axis=0), jnp.sum(v**2, axis=tuple(range(v.ndim - 1)))))
+    return energy
+
+
+def _tail_sums(x):
+    """``[sum(x[b:]) for b]``: slot b's group holds every slot from b on."""
+    return jnp.cumsum(x[::-1])[::-1]
+
+
+def safe_sqrt(x):
+    """``sqrt`` with a zero (not NaN) gradient at 0."""
+    positive = x > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+
+
+def group_lasso(params, caps=None):
+    """Hierarchical group lasso ``sum_l sum_b sqrt(a_b) + sqrt(c_b)`` with ``a_b``, ``c_b`` the
+    squared norms of ``u``'s and ``v``'s slots ``>= b`` (spec 5). All ``R`` slots count, cut ones too;
+    ``caps`` ``[L]`` restricts each layer to its slots ``< cap`` (a federated client's own slots)."""
+    total = jnp.float32(0)
+    for i, (su, sv) in enumerate(_slot_energy(params)):
+        if caps is not None:
+            own = jnp.arange(su.shape[0]) < caps[i]
+            su, sv = su * own, sv * own
+        total += jnp.sum(safe_sqrt(_tail_sums(su)) + safe_sqrt(_tail_sums(sv)))
+    return total
+
+
+def importance(params) -> list[jax.Array]:
+    """Per layer ``s_b = sqrt(a_b) sqrt(c_b)`` ``[R]``, non-increasing in ``b`` (spec 6)."""
+    return [
+        safe_sqrt(_tail_sums(su)) * safe_sqrt(_tail_sums(sv)) for su, sv in _slot_energy(params)
+    ]
+
+
+def shrunk_ranks(params, epsilon: float) -> jax.Array:
+    """Progressive shrinking: ``r_l = #{b : s_b >= epsilon}`` per layer ``[L]``."""
+    return jnp.stack([jnp.sum(s >= epsilon, dtype=jnp.int32) for s in importance(params)])
+
+
+def sample_ranks(key, keep) -> jax.Array:
+    """Maestro's per-layer ordered dropout: one layer ``l`` with ``P(l) ∝ keep_l`` is truncated to
+    ``b ~ U{1..keep_l}``; every other layer keeps ``keep`` (spec 4, i.i.d. per step)."""
+    layer_key, rank_key = jax.random.split(key)
+    logits = jnp.where(keep > 0, jnp.log(jnp.maximum(keep, 1).astype(jnp.float32)), -jnp.inf)
+    layer = jax.random.categorical(layer_key, logits)
+    b = jax.random.randint(rank_key, (), 1, keep[layer] + 1)
+    return jnp.where(jnp.any(keep > 0), keep.at[layer].set(b), keep)
+
+
+def tier_caps(keep, fraction) -> jax.Array:
+    """A capacity tier's ranks: ``ceil(p keep)``, at least 1 where ``keep >= 1`` (spec 13)."""
+    caps = jnp.ceil(fraction * keep.astype(jnp.float32)).astype(jnp.int32)
+    return jnp.where(keep > 0, jnp.maximum(caps, 1), 0)
+
+
+def slot_masks(params, caps):
+    """A mask tree over ``params``: slot ``< cap`` on ``u``/``v`` (shape ``[R]``, broadcasting on the
+    slot axis), scalar True on every other leaf."""
+    index = {path: i for i, path in enumerate(layer_paths(params))}
+    out = {}
+    for key, leaf in _flat(params).items():
+        if key[-1] in ("u", "v") and key[:-1] in index:
+            out[key] = jnp.arange(leaf.shape[-1]) < caps[index[key[:-1]]]
+        else:
+            out[key] = jnp.bool_(True)
+    return traverse_util.unflatten_dict(out)
+
+
+def _layer_sizes(params):
+    """Per factorised layer ``(n, m)``: fan-in of ``v``'s map and fan-out."""
+    flat = _flat(params)
+    return [
+        (math.prod(flat[p + ("v",)].shape[:-1]), flat[p + ("u",)].shape[0])
+        for p in layer_paths(params)
+    ]
+
+
+def _other_params(params) -> int:
+    """Entries of every leaf that is not a factor (biases, norms, embeddings, dense layers)."""
+    return sum(np.size(leaf) for key, leaf in _flat(params).items() if key[-1] not in ("u", "v"))
+
+
+def deployed_params(params, ranks) -> jax.Array:
+    """Maestro's deployed size: ``sum_l min(n m, r_l (n + m))`` plus every other parameter (spec 7)."""
+    total = jnp.int32(_other_params(params))
+    for (n, m), r in zip(_layer_sizes(params), ranks, strict=True):
+        total += jnp.minimum(n * m, r * (n + m))
+    return total
+
+
+def dense_params(params) -> int:
+    """The size of the same network with every factorised layer stored dense."""
+    return _other_params(params) + sum(n * m for n, m in _layer_sizes(params))
+
+
+def traffic_bytes(params, caps) -> jax.Array:
+    """Bytes to send the factors' slots ``< cap`` (``4 cap (n + m)`` per layer) and every other param."""
+    total = jnp.int32(FP32_BYTES * _other_params(params))
+    for (n, m), c in zip(_layer_sizes(params), caps, strict=True):
+        total += FP32_BYTES * c * (n + m)
+    return total
+
+
+def state_bytes(state) -> int:
+    """Bytes of the model state a deployed model stores (normalisation statistics; not the ranks)."""
+    return FP32_BYTES * sum(
+        np.size(x) for k, v in state.items() if k != RANKS for x in jax.tree.leaves(v)
+    )
+
+
+def compact(params, ranks) -> dict:
+    """The deployable params (host arrays): each layer sliced to its kept rank, or merged back to a
+    dense ``kernel`` where ``r (n + m) > n m`` (spec 7)."""
+    flat = {k: np.asarray(v) for k, v in _flat(params).items()}
+    for (n, m), r, path in zip(
+        _layer_sizes(params), np.asarray(ranks), layer_paths(params), strict=True
+    ):
+        v, u = flat.pop(path + ("v",))[..., :r], flat.pop(path + ("u",))[:, :r]
+        if r * (n + m) > n * m:
+            flat[path + ("kernel",)] = (v.reshape(n, r) @ u.T).reshape(v.shape[:-1] + (m,))
+        else:
+            flat[path + ("v",)], flat[path + ("u",)] = v, u
+    return traverse_util.unflatten_dict(flat)
+
+
+def ranks_for_budget(params, budget: int) -> jax.Array:
+    """Truncated-SVD baseline ranks: the same fraction ``f`` of every layer's slots (``ceil(f R)``),
+    the largest ``f`` (bisection) whose ``deployed_params`` fits ``budget``."""
+    full = full_ranks(params)
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        fits = int(deployed_params(params, tier_caps(full, mid))) <= budget
+        lo, hi = (mid, hi) if fits else (lo, mid)
+    return tier_caps(full, lo)
+
+
+def factorized_model(dense: Model, factored: Model) -> Model:
+    """``factored`` initialised Maestro's way (spec 3): the dense network's usual initialisation,
+    factorised by SVD, every layer at full rank."""
+
+    def init(key, sample_x):
+        start = dense.init(key, sample_x)
+        shape = factored.init(key, sample_x)
+        params = factorize(start.params, shape.params)
+        return ModelVars(params, {**start.state, RANKS: shape.state[RANKS]})
+
+    return factored._replace(init=init)
+
+
+def deployed_size(model_vars: ModelVars) -> tuple[jax.Array, jax.Array]:
+    """``(params, bytes)`` a client stores for ``model_vars``: factorised layers at their kept rank in
+    the cheaper form, 4 bytes per value; a model without factorised layers stored dense."""
+    if RANKS not in model_vars.state:
+        params = sum(np.size(leaf) for leaf in jax.tree.leaves(model_vars.params))
+        return jnp.int32(params), jnp.int32(FP32_BYTES * params + state_bytes(model_vars.state))
+    params = deployed_params(model_vars.params, rank_vector(model_vars.state))
+    return params, FP32_BYTES * params + state_bytes(model_vars.state)
