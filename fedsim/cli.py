@@ -43,6 +43,21 @@ def _one_line(err: BaseException) -> str:
     return " ".join(lines[:4]) if isinstance(err, OSError) else lines[0]
 
 
+def _config_error_cause(err: BaseException) -> ConfigError | None:
+    """The ``ConfigError`` in ``err``'s chain of causes, if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ConfigError):
+            text = str(err)  # ml_collections re-raises it with the whole traceback as its message
+            marker = "ConfigError: "
+            if "\n" in text and marker in text:
+                return ConfigError(text.rsplit(marker, 1)[1].strip().splitlines()[0])
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def parse_config_flags(args: list[str], directory_flag: str = "workdir"):
     """``(config, directory)`` from ``--config ... --<directory_flag> DIR``; every problem becomes a
     ``ConfigError``. ``run`` requires ``--workdir``; ``data`` takes an optional ``--out``."""
@@ -55,6 +70,9 @@ def parse_config_flags(args: list[str], directory_flag: str = "workdir"):
     try:
         rest = values(argv)
     except flags.Error as err:
+        cause = _config_error_cause(err)
+        if cause is not None:  # the config file's get_config rejected its ARG
+            raise cause from None
         raise ConfigError(f"bad flag: {_one_line(err)}") from None
     except AttributeError as err:  # an override of a key the config does not have
         raise ConfigError(
@@ -72,8 +90,8 @@ def parse_config_flags(args: list[str], directory_flag: str = "workdir"):
     except ConfigError:
         raise
     except Exception as err:
-        cause = err.__cause__ or err.__context__ or err
-        if isinstance(cause, ConfigError):
+        cause = _config_error_cause(err)
+        if cause is not None:
             raise cause from None
         raise ConfigError(f"--config could not be loaded: {_one_line(err)}") from None
     return config, values[directory_flag].value

@@ -62,6 +62,16 @@ def base_config() -> ConfigDict:
     c.aggregation_weights = "uniform"  # masked aggregation weights a_k: 'uniform' or 'examples'
     c.density_budgets = ()  # fedltn lean start: per-client density tiers, e.g. (1.0, 0.5, 0.25)
     c.subfedavg_dist_thresh = 1e-4  # Sub-FedAvg: mask change needed to accept a pruning step
+    # Maestro (fedsim.algorithms.maestro; needs model_kwargs.factorized=True)
+    c.lambda_gl = 1e-6  # hierarchical group lasso strength
+    c.epsilon_ps = 1e-5  # progressive shrinking: slots with importance below this are cut
+    c.weight_decay = 1e-4  # coupled weight decay on the client's own slots
+    c.shrink_every = 1  # rounds between shrinking steps (0 = never)
+    c.ordered_dropout = True  # per-layer rank sampling; False trains every kept slot
+    c.recalibrate_bn = True  # re-estimate BatchNorm statistics of the full model after training
+    c.init_from = ""  # start from a finished run's model.msgpack (SVD-factorised if factorized)
+    c.init_params_budget = 0  # truncated SVD of init_from to this many deployed params (0 = full)
+    c.rank_tiers = (1.0,)  # FjORD capacity tiers: client k trains ceil(p r) slots, p = tiers[k % T]
     c.chunk_size = 0
     c.eval_batch_size = 500
     c.checkpoint_every = 0  # rounds between checkpoints; 0 = at every evaluation
@@ -168,6 +178,11 @@ def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
         "finetune_epochs",
         "ditto_lambda",
         "train_examples",
+        "lambda_gl",
+        "epsilon_ps",
+        "weight_decay",
+        "shrink_every",
+        "init_params_budget",
     ):
         if config[key] < 0:
             raise ConfigError(f"{key}={config[key]} must be >= 0")
@@ -199,6 +214,16 @@ def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
     if not all(0 < b <= 1 for b in config.density_budgets):
         raise ConfigError(
             f"density_budgets={tuple(config.density_budgets)}: each must lie in (0, 1]"
+        )
+    if not config.rank_tiers or not all(0 < p <= 1 for p in config.rank_tiers):
+        raise ConfigError(
+            f"rank_tiers={tuple(config.rank_tiers)}: give one or more fractions in (0, 1]"
+        )
+    factorized = bool(config.model_kwargs.get("factorized", False))
+    if factorized != (config.algorithm == "maestro"):
+        raise ConfigError(
+            f"model_kwargs.factorized={factorized} with algorithm={config.algorithm!r}: "
+            "algorithm 'maestro' trains factorised models (factorized=True), every other one dense"
         )
     if not 0 < config.target_density <= 1:
         raise ConfigError(f"target_density={config.target_density} must lie in (0, 1]")

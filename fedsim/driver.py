@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from fedsim.checkpoint import Checkpoints
 from fedsim.engine.loop import Experiment
 from fedsim.errors import ConfigError
+from fedsim.model_file import save_model
 
 
 def _config_json(config) -> str:
@@ -91,6 +92,7 @@ def run(config, workdir: str | os.PathLike, progress: bool = True) -> dict:
         total=config.rounds, initial=first_round, desc="rounds", unit="round", disable=not progress
     )
     with open(workdir / "metrics.jsonl", "a") as metrics_file, bar:
+        record = None
         for record in experiment.records(start):
             if record.metrics is not None:
                 metrics_file.write(json.dumps(record.metrics) + "\n")
@@ -108,6 +110,8 @@ def run(config, workdir: str | os.PathLike, progress: bool = True) -> dict:
             bar.update(1)
     board.close()
     checkpoints.close()
+    if record is not None:
+        save_model(workdir, record.state.server_state.model)
     personal = {"round": config.rounds, "personal_acc": experiment.personal_acc.tolist()}
     _write_atomically(workdir / "personal_acc.json", json.dumps(personal) + "\n")
     summary = {**experiment.summary, "resumed_from_round": first_round}

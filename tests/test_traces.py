@@ -7,6 +7,7 @@ import pytest
 
 from fedsim import config as config_lib
 from fedsim.algorithms import ALGORITHMS
+from fedsim.compress import lowrank
 from fedsim.engine import loop
 from fedsim.engine.round import build_round_fn
 
@@ -24,14 +25,23 @@ def smoke_config(**overrides):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_round_traced_once_over_rounds(algorithm):
-    experiment = loop.Experiment(smoke_config(algorithm=algorithm, val_fraction=0.2))
+    config = smoke_config(algorithm=algorithm, val_fraction=0.2)
+    if algorithm == "maestro":  # ranks shrink every round, still one trace
+        config.update(lambda_gl=0.05, epsilon_ps=0.5, rank_tiers=(0.5, 1.0))
+        config.model_kwargs.factorized = True
+    experiment = loop.Experiment(config)
     round_fn = jax.jit(chex.assert_max_traces(experiment.round_fn, n=1))
     server, clients = experiment.init()
     federation = experiment.federation()
     key = jax.random.PRNGKey(0)
+    ranks = [lowrank.rank_vector(server.model.state).tolist()] if algorithm == "maestro" else []
     for r in range(4):
         server, clients, metrics = round_fn(server, clients, federation, jnp.int32(r), key)
+        if algorithm == "maestro":
+            ranks.append(lowrank.rank_vector(server.model.state).tolist())
     assert metrics.loss.shape == (3,)
+    if algorithm == "maestro":
+        assert sum(ranks[-1]) < sum(ranks[0]), ranks
     chex.clear_trace_counter()
 
 

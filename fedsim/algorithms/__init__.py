@@ -15,6 +15,7 @@ from fedsim.algorithms import (
     fedprox,
     local_only,
     lotteryfl,
+    maestro,
     scaffold,
     subfedavg,
 )
@@ -36,6 +37,7 @@ _FROM_CONFIG = {
     "lotteryfl": lotteryfl.from_config,
     "subfedavg": subfedavg.from_config,
     "fedltn": fedltn.from_config,
+    "maestro": maestro.from_config,
 }
 ALGORITHMS = tuple(_FROM_CONFIG)
 

@@ -58,6 +58,16 @@ def dense_personal(model_vars) -> Personal:
     return Personal(model_vars, size, size, jnp.float32(1))
 
 
+class Submodel(NamedTuple):
+    """A model the server can hand out (e.g. one capacity tier's sub-model), and what it costs."""
+
+    model: PyTree  # ModelVars, structured like the server model
+    params: jax.Array  # int32 deployed parameter count
+    model_bytes: jax.Array  # int32 bytes stored on a client
+    round_bytes: jax.Array  # int32 bytes one client of this kind moves per round (down + up)
+    macs: jax.Array  # int32 multiply-accumulates per example
+
+
 class FederatedAlgorithm(NamedTuple):
     """Pure functions of one federated algorithm.
 
@@ -67,6 +77,8 @@ class FederatedAlgorithm(NamedTuple):
     server_update(server_state, summed_contributions) -> server_state.
     personalize(server_state, client_state, task, dataset) -> Personal, for algorithms whose clients
     deploy their own model (None: every client deploys the server model).
+    submodels(server_state, sample_x) -> {name: Submodel}, for algorithms that serve several models (Maestro's
+    capacity tiers); each is scored on the pooled test set as ``acc_<name>``.
     """
 
     name: str
@@ -75,3 +87,4 @@ class FederatedAlgorithm(NamedTuple):
     client_update: Callable[..., ClientResult]
     server_update: Callable[..., PyTree]
     personalize: Callable[..., Personal] | None = None
+    submodels: Callable[..., dict[str, Submodel]] | None = None

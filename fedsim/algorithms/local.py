@@ -34,16 +34,20 @@ def local_train(
     task: ClientTask,
     dataset: Dataset,
     adjust_grads: Callable | None = None,
+    loss_fn: Callable | None = None,
 ) -> LocalResult:
     """Runs the client's local steps from ``start``.
 
     ``adjust_grads(params, grads) -> grads`` changes the gradient before the optimiser (FedProx's
-    proximal term, SCAFFOLD's control-variate correction).
+    proximal term, SCAFFOLD's control-variate correction). ``loss_fn(params, state, x, y, mask, key)
+    -> (loss, new_state)`` replaces the masked cross-entropy (Maestro's sampled ranks and group lasso).
     """
 
-    def loss_fn(params, state, x, y, mask, key):
+    def cross_entropy(params, state, x, y, mask, key):
         logits, new_state = model.apply(ModelVars(params, state), x, True, key, mask)
         return masked_cross_entropy(logits, y, mask), new_state
+
+    loss_fn = loss_fn or cross_entropy
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 

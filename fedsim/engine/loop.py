@@ -13,15 +13,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedsim import algorithms, models
+from fedsim import algorithms, model_file, models
 from fedsim import config as config_lib
-from fedsim.compress.encode import dense_bytes
+from fedsim.compress import lowrank
 from fedsim.data import datasets, partition, shakespeare, validate
 from fedsim.data.federated import FederatedData, hold_out_validation, make_federation
 from fedsim.engine import faults
 from fedsim.engine.round import Federation, build_round_fn, resolve_chunk_size
 from fedsim.errors import ConfigError
 from fedsim.metrics import evaluate
+from fedsim.models.base import ModelVars
 
 NATURAL = ("shakespeare",)
 REGISTRIES = {
@@ -133,6 +134,10 @@ class Experiment:
                 config.dropout_prob, config.straggler_fraction, config.straggler_work
             ),
         )
+        self.start_model = None
+        if config.init_from:
+            self.start_model = model_file.load_model(config.init_from)
+            self._check_start_model()
         self.personal_acc = None
         self.predict_correct = evaluate.build_predict_correct(self.model, config.eval_batch_size)
         self.personal_eval = None
@@ -145,16 +150,49 @@ class Experiment:
                 chunk=self.chunk_size,
             )
 
-    def init(self):
-        """``(server_state, client_states)`` from the seed; client state stacked ``[C, ...]``."""
+    def initial_model(self):
+        """The seed's initialisation, or the ``init_from`` model (factorised by SVD for a factorised
+        model, truncated to ``init_params_budget`` parameters when that is > 0)."""
         init_key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 0)
         model_vars = self.model.init(init_key, jnp.asarray(self.data.x_train[:1]))
+        if self.start_model is None:
+            return model_vars
+        start = self.start_model
+        if lowrank.layer_paths(model_vars.params):
+            params = lowrank.factorize(start.params, model_vars.params)
+            ranks = lowrank.full_ranks(params)
+            if self.config.init_params_budget:
+                ranks = lowrank.ranks_for_budget(params, self.config.init_params_budget)
+            state = {**start.state, lowrank.RANKS: model_vars.state[lowrank.RANKS]}
+            start = ModelVars(params, lowrank.with_rank_vector(state, ranks))
+        return jax.tree.map(jnp.asarray, start)
+
+    def init(self):
+        """``(server_state, client_states)`` from the seed; client state stacked ``[C, ...]``."""
+        model_vars = self.initial_model()
         server_state = self.algorithm.server_init(model_vars)
         one = self.algorithm.client_init(model_vars)
         client_states = jax.tree.map(
             lambda leaf: jnp.broadcast_to(leaf, (self.config.num_clients,) + leaf.shape), one
         )
         return server_state, client_states
+
+    def _check_start_model(self):
+        """Raises ConfigError unless ``init_from`` holds this dense architecture's variables."""
+        sample = jnp.asarray(self.data.x_train[:1])
+        expected = jax.eval_shape(self.model.init, jax.random.PRNGKey(0), sample)
+        if lowrank.layer_paths(expected.params):
+            expected = expected._replace(
+                params=lowrank.dense_shapes(expected.params),
+                state={k: v for k, v in expected.state.items() if k != lowrank.RANKS},
+            )
+        shapes = lambda tree: jax.tree.map(lambda a: a.shape, tree)
+        if shapes(expected) != shapes(self.start_model):
+            raise ConfigError(
+                f"init_from={self.config.init_from!r} holds a model that does not match "
+                f"model={self.config.model!r} with model_kwargs={dict(self.config.model_kwargs)} "
+                "(init_from takes a dense run of the same architecture)"
+            )
 
     def federation(self) -> Federation:
         d = self.data
@@ -173,13 +211,29 @@ class Experiment:
         personal = evaluate.per_client_accuracy(
             correct, self.data.client_test_indices, self.data.num_test
         )
+        params, size = (int(n) for n in lowrank.deployed_size(model_vars))
         return {
             "global_acc": float(correct.mean()),
             "personal_acc": personal,
-            "model_mb": dense_bytes(model_vars) / 1e6,
-            "model_mb_values": dense_bytes(model_vars) / 1e6,
-            "density": 1.0,
+            "model_mb": size / 1e6,
+            "model_mb_values": size / 1e6,
+            "density": params / lowrank.dense_params(model_vars.params),
+            "params": params,
         }
+
+    def evaluate_submodels(self, server_state, x_test, y_test, predict) -> dict:
+        """``acc_<name>``, ``params_<name>``, ``model_mb_<name>``, ``round_mb_<name>`` (per client of
+        that kind, down + up) and ``macs_<name>`` of every sub-model the algorithm serves."""
+        if self.algorithm.submodels is None:
+            return {}
+        out = {}
+        for name, sub in self.algorithm.submodels(server_state, x_test[:1]).items():
+            out[f"acc_{name}"] = float(np.asarray(predict(sub.model, x_test, y_test)).mean())
+            out[f"params_{name}"] = int(sub.params)
+            out[f"model_mb_{name}"] = int(sub.model_bytes) / 1e6
+            out[f"round_mb_{name}"] = int(sub.round_bytes) / 1e6
+            out[f"macs_{name}"] = int(sub.macs)
+        return out
 
     def evaluate_personal(self, personal_eval, server_state, client_states, federation, test):
         """Each client's own deployed model on its own test split, and what it stores."""
@@ -274,10 +328,11 @@ class Experiment:
                     "model_mb": acc["model_mb"],
                     "model_mb_values": acc["model_mb_values"],
                     "density": acc["density"],
-                    "params": models.count_params(server_state.model.params),
+                    "params": acc["params"],
                     "clients_failed": int(m.failed.sum()),
                     "clients_dropped": int(m.dropped.sum()),
                     "clients_failed_total": counters["clients_failed_total"],
+                    **self.evaluate_submodels(server_state, x_test, y_test, predict),
                 }
                 self.personal_acc = personal
                 last = metrics

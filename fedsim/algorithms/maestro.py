@@ -1,0 +1,191 @@
+"""Maestro: Horváth, Laskaridis, Rajput, Wang, 'Maestro: Uncovering Low-Rank Structures via Trainable
+Decomposition', ICML 2024, centrally and federated, with FjORD's capacity tiers (Horváth et al.,
+'FjORD: Fair and Accurate Federated Learning under Heterogeneous Targets with Ordered Dropout', NeurIPS
+2021). Procedure: ../shared/specs/maestro.md sections 4-7 and 12-13.
+
+The model's Conv/Dense layers are factorised ``U Vᵀ`` (``model_kwargs.factorized``); the kept ranks are
+server state (``state['ranks']``). Client ``k`` has capacity ``p = tiers[k % len(tiers)]`` and trains
+the rank prefixes ``cap_l = ceil(p r_l)`` of every layer: each local step truncates one layer ``l``
+(``P(l) ∝ cap_l``) to ``b ~ U{1..cap_l}`` (ordered dropout), adds ``lambda_gl`` times the hierarchical
+group lasso over its own slots, applies coupled weight decay, and never moves a slot ``>= cap``. The
+server averages every slot over the clients that trained it, weighted by examples (shell-wise,
+FjORD's nested aggregation; slots nobody trained keep their value), and every ``shrink_every`` rounds
+cuts each layer to ``#{b : s_b >= epsilon}``. Centrally: one client holding all the data, one tier,
+a round per epoch, shrinking every round — Maestro's per-epoch schedule.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fedsim.algorithms import masked
+from fedsim.algorithms.base import ClientResult, FederatedAlgorithm, Personal, Submodel
+from fedsim.algorithms.fedavg import client_optimizer_from_config
+from fedsim.algorithms.local import local_train, masked_cross_entropy
+from fedsim.compress import lowrank, masks
+from fedsim.models.base import Model, ModelVars
+from fedsim.models.bn_cnn import BN_MOMENTUM
+from fedsim.models.layers import RANKS
+
+BATCH_STATS = "batch_stats"
+
+
+class ServerState(NamedTuple):
+    model: ModelVars  # factors and dense leaves; the kept ranks r_l in model.state['ranks']
+    round: jax.Array  # int32 rounds completed
+
+
+def without_ranks(state):
+    return {k: v for k, v in state.items() if k != RANKS}
+
+
+def recalibrate_batch_norm(model: Model, model_vars: ModelVars, task, dataset) -> ModelVars:
+    """BatchNorm statistics re-estimated for the full model (spec 6): the equal-weight mean over the
+    client's batches of each batch's statistics, recovered from one momentum update from zero."""
+    zero = jax.tree.map(jnp.zeros_like, model_vars.state[BATCH_STATS])
+
+    def step(total, inputs):
+        indices, mask = inputs
+        state = {**model_vars.state, BATCH_STATS: zero}
+        x = dataset.x[indices]
+        _, new = model.apply(ModelVars(model_vars.params, state), x, True, task.key, mask)
+        real = jnp.any(mask)
+        batch = jax.tree.map(lambda s: s / (1 - BN_MOMENTUM), new[BATCH_STATS])
+        total = (
+            jax.tree.map(lambda t, b: t + jnp.where(real, b, 0), total[0], batch),
+            total[1] + real,
+        )
+        return total, None
+
+    (stats, count), _ = jax.lax.scan(
+        step, (zero, jnp.int32(0)), (task.batch_indices, task.batch_mask)
+    )
+    stats = jax.tree.map(lambda s: s / jnp.maximum(count, 1), stats)
+    return model_vars._replace(state={**model_vars.state, BATCH_STATS: stats})
+
+
+def maestro(
+    model: Model,
+    client_optimizer: optax.GradientTransformation,
+    *,
+    lambda_gl: float = 1e-6,
+    epsilon: float = 1e-5,
+    weight_decay: float = 1e-4,
+    tiers: tuple[float, ...] = (1.0,),
+    shrink_every: int = 1,
+    ordered_dropout: bool = True,
+    recalibrate_bn: bool = True,
+    name: str = "maestro",
+) -> FederatedAlgorithm:
+    """Maestro with the official code's defaults (``lambda_gl`` 1e-6, ``epsilon`` 1e-5, decay 1e-4).
+
+    ``shrink_every=0`` never cuts ranks and ``ordered_dropout=False`` always trains every kept slot
+    (with ``lambda_gl=0`` that fine-tunes fixed-rank factors: the truncated-SVD baseline).
+    ``recalibrate_bn`` re-estimates BatchNorm statistics of the full model after local training.
+
+    >>> import optax
+    >>> from fedsim.models import get_model
+    >>> algorithm = maestro(get_model("mlp", 10, factorized=True), optax.sgd(0.1))
+    >>> algorithm.name
+    'maestro'
+    """
+    tier_array = jnp.asarray(tiers, jnp.float32)
+
+    def caps_of(server_state, fraction):
+        return lowrank.tier_caps(lowrank.rank_vector(server_state.model.state), fraction)
+
+    def at_ranks(model_vars: ModelVars, ranks) -> ModelVars:
+        return model_vars._replace(state=lowrank.with_rank_vector(model_vars.state, ranks))
+
+    def server_init(model_vars):
+        return ServerState(model_vars, jnp.int32(0))
+
+    def client_init(model_vars):
+        return ()
+
+    def client_update(server_state, client_state, task, dataset):
+        caps = caps_of(server_state, tier_array[task.client_id % tier_array.shape[0]])
+        start = at_ranks(server_state.model, caps)
+        own_slots = lowrank.slot_masks(start.params, caps)
+
+        def loss_fn(params, state, x, y, mask, key):
+            ranks = lowrank.sample_ranks(jax.random.fold_in(key, 1), caps)
+            ranks = ranks if ordered_dropout else caps
+            logits, new_state = model.apply(
+                at_ranks(ModelVars(params, state), ranks), x, True, key, mask
+            )
+            loss = masked_cross_entropy(logits, y, mask)
+            loss += lambda_gl * lowrank.group_lasso(params, caps)
+            return loss, lowrank.with_rank_vector(new_state, caps)
+
+        def decay_own_slots(params, grads):
+            grads = jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
+            return masks.apply_mask(grads, own_slots)
+
+        result = local_train(
+            model, client_optimizer, start, task, dataset, decay_own_slots, loss_fn
+        )
+        trained = result.model
+        if recalibrate_bn and BATCH_STATS in trained.state:
+            trained = recalibrate_batch_norm(model, trained, task, dataset)
+        shared = ModelVars(trained.params, without_ranks(trained.state))
+        weight = task.num_examples.astype(jnp.float32)
+        traffic = lowrank.traffic_bytes(trained.params, caps) + lowrank.state_bytes(trained.state)
+        return ClientResult(
+            contribution=masked.masked_model_contribution(shared, own_slots, weight),
+            client_state=(),
+            loss=result.loss,
+            up_bytes=traffic,
+            down_bytes=traffic,
+        )
+
+    def server_update(server_state, total):
+        current = server_state.model
+        average = masked.masked_server_model(
+            total, ModelVars(current.params, without_ranks(current.state))
+        )
+        rounds = server_state.round + 1
+        ranks = lowrank.rank_vector(current.state)
+        if shrink_every:
+            shrunk = jnp.minimum(ranks, lowrank.shrunk_ranks(average.params, epsilon))
+            ranks = jnp.where(rounds % shrink_every == 0, shrunk, ranks)
+        state = lowrank.with_rank_vector({**average.state, RANKS: current.state[RANKS]}, ranks)
+        return ServerState(ModelVars(average.params, state), rounds)
+
+    def personalize(server_state, client_state, task, dataset):
+        caps = caps_of(server_state, tier_array[task.client_id % tier_array.shape[0]])
+        deployed = at_ranks(server_state.model, caps)
+        params, size = lowrank.deployed_size(deployed)
+        density = params / lowrank.dense_params(deployed.params)
+        return Personal(deployed, size, size, density)
+
+    def submodels(server_state, sample_x):
+        out = {}
+        for fraction in tiers:
+            caps = caps_of(server_state, fraction)
+            sub = at_ranks(server_state.model, caps)
+            params, size = lowrank.deployed_size(sub)
+            traffic = lowrank.traffic_bytes(sub.params, caps) + lowrank.state_bytes(sub.state)
+            macs = model.macs(sub, sample_x)
+            out[f"p{round(100 * fraction)}"] = Submodel(sub, params, size, 2 * traffic, macs)
+        return out
+
+    return FederatedAlgorithm(
+        name, server_init, client_init, client_update, server_update, personalize, submodels
+    )
+
+
+def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:
+    return maestro(
+        model,
+        client_optimizer_from_config(config),
+        lambda_gl=config.lambda_gl,
+        epsilon=config.epsilon_ps,
+        weight_decay=config.weight_decay,
+        tiers=tuple(config.rank_tiers),
+        shrink_every=config.shrink_every,
+        ordered_dropout=config.ordered_dropout,
+        recalibrate_bn=config.recalibrate_bn,
+    )
