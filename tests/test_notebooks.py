@@ -7,7 +7,11 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-EXPECTED = ("quickstart.ipynb", "fedltn.ipynb")  # fedltn: the eight methods of configs/fedltn.py
+EXPECTED = (
+    "quickstart.ipynb",
+    "fedltn.ipynb",
+    "maestro.ipynb",
+)  # fedltn: the eight methods of configs/fedltn.py
 CELL_TIMEOUT_S = 900  # fedltn.ipynb runs all eight methods in one cell, mostly XLA compilation
 
 
