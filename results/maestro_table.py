@@ -17,6 +17,16 @@ import fedsim
 from fedsim.engine.loop import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = """Runs (every command `fedsim run --config configs/maestro.py:ARG --workdir runs/NAME`):
+`dense` ARG `method=dense`; `maestro-L` ARG `lambda_gl=L`; `svd-L` ARG
+`method=svd,init_from=runs/dense,init_params_budget=<params of maestro-L>,rounds=3`; `fed` ARG
+`mode=federated`; `sk-dense` ARG `mode=shakespeare,method=dense`; `sk-maestro-L` ARG
+`mode=shakespeare,lambda_gl=L`; `sk-svd-L` ARG `mode=shakespeare,method=svd,init_from=runs/sk-dense,
+init_params_budget=<params of sk-maestro-L>,rounds=10`. "SVD at ... size" rows: the truncated SVD
+before any fine-tuning (same fraction of every layer's rank, the largest that fits the budget). MACs
+are per example of the deployed model (the dense CNN: 885,632; the dense Transformer: 985,632).
+Tables: `python results/maestro_table.py runs`.
+"""
 
 
 def last(run: Path) -> dict:
@@ -92,7 +102,11 @@ def main(runs: Path) -> None:
             runs, "dense", maestro, {m: "svd-" + m.split("-", 1)[1] for m in maestro}
         )
     }
-    text = ["# Maestro vs truncated SVD vs dense (configs/maestro.py, seed 0, 2-core CPU)", ""]
+    text = [
+        "# Maestro vs truncated SVD vs dense (configs/maestro.py, seed 0, 2-core CPU)",
+        "",
+        COMMANDS,
+    ]
     text.append(
         markdown(
             "Fashion-MNIST, central (20,000 training images, CNN 8/16/128, 10 epochs)",
