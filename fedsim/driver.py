@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from fedsim.checkpoint import Checkpoints
 from fedsim.engine.loop import Experiment
 from fedsim.errors import ConfigError
-from fedsim.model_file import save_model
+from fedsim.model_file import model_files
 
 
 def _config_json(config) -> str:
@@ -41,9 +41,9 @@ def _existing_run(workdir: Path, config_json: str) -> bool:
     return True
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, content: str | bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
+    tmp.write_bytes(content if isinstance(content, bytes) else content.encode())
     os.replace(tmp, path)
 
 
@@ -111,7 +111,8 @@ def run(config, workdir: str | os.PathLike, progress: bool = True) -> dict:
     board.close()
     checkpoints.close()
     if record is not None:
-        save_model(workdir, record.state.server_state.model)
+        for name, content in model_files(record.state.server_state.model).items():
+            _write_atomically(workdir / name, content)
     personal = {"round": config.rounds, "personal_acc": experiment.personal_acc.tolist()}
     _write_atomically(workdir / "personal_acc.json", json.dumps(personal) + "\n")
     summary = {**experiment.summary, "resumed_from_round": first_round}

@@ -21,21 +21,20 @@ MODEL_FILE = "model.msgpack"
 COMPACT_FILE = "model_compact.msgpack"
 
 
-def _write(path: Path, tree) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(serialization.msgpack_serialize(jax.tree.map(np.asarray, tree)))
-    tmp.replace(path)
+def _serialize(params, state) -> bytes:
+    tree = {"params": params, "state": state}
+    return serialization.msgpack_serialize(jax.tree.map(np.asarray, tree))
 
 
-def save_model(workdir: Path, model_vars: ModelVars) -> None:
-    """Writes ``model.msgpack`` (and ``model_compact.msgpack`` for factorised models) in ``workdir``."""
+def model_files(model_vars: ModelVars) -> dict[str, bytes]:
+    """``{file name: content}``: ``model.msgpack``, and ``model_compact.msgpack`` for factorised
+    models (the driver writes them into the workdir)."""
     model_vars = jax.device_get(model_vars)
-    _write(workdir / MODEL_FILE, {"params": model_vars.params, "state": model_vars.state})
+    files = {MODEL_FILE: _serialize(model_vars.params, model_vars.state)}
     if RANKS in model_vars.state:
-        ranks = lowrank.rank_vector(model_vars.state)
-        state = {k: v for k, v in model_vars.state.items() if k != RANKS}
-        compact = lowrank.compact(model_vars.params, ranks)
-        _write(workdir / COMPACT_FILE, {"params": compact, "state": state})
+        compact = lowrank.compact(model_vars.params, lowrank.rank_vector(model_vars.state))
+        files[COMPACT_FILE] = _serialize(compact, lowrank.without_ranks(model_vars.state))
+    return files
 
 
 def load_model(path: str) -> ModelVars:

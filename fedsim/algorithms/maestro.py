@@ -37,10 +37,6 @@ class ServerState(NamedTuple):
     round: jax.Array  # int32 rounds completed
 
 
-def without_ranks(state):
-    return {k: v for k, v in state.items() if k != RANKS}
-
-
 def recalibrate_batch_norm(model: Model, model_vars: ModelVars, task, dataset) -> ModelVars:
     """BatchNorm statistics re-estimated for the full model (spec 6): the equal-weight mean over the
     client's batches of each batch's statistics, recovered from one momentum update from zero."""
@@ -96,6 +92,15 @@ def maestro(
     def caps_of(server_state, fraction):
         return lowrank.tier_caps(lowrank.rank_vector(server_state.model.state), fraction)
 
+    def client_caps(server_state, task):
+        return caps_of(server_state, tier_array[task.client_id % tier_array.shape[0]])
+
+    def transfer_bytes(model_vars: ModelVars, caps):
+        """One direction: the factors' slots ``< cap``, every other parameter, the shared state."""
+        return lowrank.traffic_bytes(model_vars.params, caps) + lowrank.state_bytes(
+            model_vars.state
+        )
+
     def at_ranks(model_vars: ModelVars, ranks) -> ModelVars:
         return model_vars._replace(state=lowrank.with_rank_vector(model_vars.state, ranks))
 
@@ -106,13 +111,14 @@ def maestro(
         return ()
 
     def client_update(server_state, client_state, task, dataset):
-        caps = caps_of(server_state, tier_array[task.client_id % tier_array.shape[0]])
+        caps = client_caps(server_state, task)
         start = at_ranks(server_state.model, caps)
         own_slots = lowrank.slot_masks(start.params, caps)
 
         def loss_fn(params, state, x, y, mask, key):
-            ranks = lowrank.sample_ranks(jax.random.fold_in(key, 1), caps)
-            ranks = ranks if ordered_dropout else caps
+            ranks = (
+                lowrank.sample_ranks(jax.random.fold_in(key, 1), caps) if ordered_dropout else caps
+            )
             logits, new_state = model.apply(
                 at_ranks(ModelVars(params, state), ranks), x, True, key, mask
             )
@@ -130,9 +136,9 @@ def maestro(
         trained = result.model
         if recalibrate_bn and BATCH_STATS in trained.state:
             trained = recalibrate_batch_norm(model, trained, task, dataset)
-        shared = ModelVars(trained.params, without_ranks(trained.state))
+        shared = ModelVars(trained.params, lowrank.without_ranks(trained.state))
         weight = task.num_examples.astype(jnp.float32)
-        traffic = lowrank.traffic_bytes(trained.params, caps) + lowrank.state_bytes(trained.state)
+        traffic = transfer_bytes(trained, caps)
         return ClientResult(
             contribution=masked.masked_model_contribution(shared, own_slots, weight),
             client_state=(),
@@ -144,7 +150,7 @@ def maestro(
     def server_update(server_state, total):
         current = server_state.model
         average = masked.masked_server_model(
-            total, ModelVars(current.params, without_ranks(current.state))
+            total, ModelVars(current.params, lowrank.without_ranks(current.state))
         )
         rounds = server_state.round + 1
         ranks = lowrank.rank_vector(current.state)
@@ -155,8 +161,7 @@ def maestro(
         return ServerState(ModelVars(average.params, state), rounds)
 
     def personalize(server_state, client_state, task, dataset):
-        caps = caps_of(server_state, tier_array[task.client_id % tier_array.shape[0]])
-        deployed = at_ranks(server_state.model, caps)
+        deployed = at_ranks(server_state.model, client_caps(server_state, task))
         params, size = lowrank.deployed_size(deployed)
         density = params / lowrank.dense_params(deployed.params)
         return Personal(deployed, size, size, density)
@@ -167,9 +172,9 @@ def maestro(
             caps = caps_of(server_state, fraction)
             sub = at_ranks(server_state.model, caps)
             params, size = lowrank.deployed_size(sub)
-            traffic = lowrank.traffic_bytes(sub.params, caps) + lowrank.state_bytes(sub.state)
+            round_bytes = 2 * transfer_bytes(sub, caps)
             macs = model.macs(sub, sample_x)
-            out[f"p{round(100 * fraction)}"] = Submodel(sub, params, size, 2 * traffic, macs)
+            out[f"p{round(100 * fraction)}"] = Submodel(sub, params, size, round_bytes, macs)
         return out
 
     return FederatedAlgorithm(

@@ -200,11 +200,14 @@ def traffic_bytes(params, caps) -> jax.Array:
     return total
 
 
+def without_ranks(state) -> dict:
+    """The model state without the kept-rank collection (what is averaged, stored or sent)."""
+    return {k: v for k, v in state.items() if k != RANKS}
+
+
 def state_bytes(state) -> int:
     """Bytes of the model state a deployed model stores (normalisation statistics; not the ranks)."""
-    return FP32_BYTES * sum(
-        np.size(x) for k, v in state.items() if k != RANKS for x in jax.tree.leaves(v)
-    )
+    return FP32_BYTES * sum(np.size(x) for x in jax.tree.leaves(without_ranks(state)))
 
 
 def compact(params, ranks) -> dict:
@@ -250,8 +253,6 @@ def factorized_model(dense: Model, factored: Model) -> Model:
 def deployed_size(model_vars: ModelVars) -> tuple[jax.Array, jax.Array]:
     """``(params, bytes)`` a client stores for ``model_vars``: factorised layers at their kept rank in
     the cheaper form, 4 bytes per value; a model without factorised layers stored dense."""
-    if RANKS not in model_vars.state:
-        params = sum(np.size(leaf) for leaf in jax.tree.leaves(model_vars.params))
-        return jnp.int32(params), jnp.int32(FP32_BYTES * params + state_bytes(model_vars.state))
-    params = deployed_params(model_vars.params, rank_vector(model_vars.state))
+    ranks = rank_vector(model_vars.state) if RANKS in model_vars.state else ()
+    params = deployed_params(model_vars.params, ranks)
     return params, FP32_BYTES * params + state_bytes(model_vars.state)

@@ -184,7 +184,7 @@ class Experiment:
         if lowrank.layer_paths(expected.params):
             expected = expected._replace(
                 params=lowrank.dense_shapes(expected.params),
-                state={k: v for k, v in expected.state.items() if k != lowrank.RANKS},
+                state=lowrank.without_ranks(expected.state),
             )
         shapes = lambda tree: jax.tree.map(lambda a: a.shape, tree)
         if shapes(expected) != shapes(self.start_model):
