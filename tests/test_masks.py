@@ -114,17 +114,22 @@ def test_masked_average_equals_a_per_coordinate_loop():
     weights = rng.normal(size=(3, 4, 3))
     client_masks = rng.random((3, 4, 3)) < 0.4
     a = np.array([1.0, 2.0, 0.5])
-    total = {"sum": 0.0, "coverage": 0.0}
+    total = {"delta": 0.0, "coverage": 0.0}
     for k in range(3):
         part = masked.masked_contribution(
-            {"w": jnp.asarray(weights[k])}, {"w": jnp.asarray(client_masks[k])}, a[k]
+            {"w": jnp.asarray(weights[k])},
+            {"w": jnp.asarray(server)},
+            {"w": jnp.asarray(client_masks[k])},
+            a[k],
         )
         total = jax.tree.map(
-            lambda t, p: t + p, total, {"sum": part["sum"]["w"], "coverage": part["coverage"]["w"]}
+            lambda t, p: t + p,
+            total,
+            {"delta": part["delta"]["w"], "coverage": part["coverage"]["w"]},
         )
     got = np.asarray(
         masked.masked_average(
-            {"sum": {"w": total["sum"]}, "coverage": {"w": total["coverage"]}},
+            {"delta": {"w": total["delta"]}, "coverage": {"w": total["coverage"]}},
             {"w": jnp.asarray(server)},
         )["w"]
     )

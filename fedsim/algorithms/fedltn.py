@@ -96,7 +96,7 @@ def fedltn(
 
         weight = masked.aggregation_weight(task, weight_by_examples)
         contribution = masked.masked_model_contribution(
-            ModelVars(params, trained.state), new_mask, weight
+            ModelVars(params, trained.state), server_state.model.params, new_mask, weight
         )
         return ClientResult(
             contribution=contribution,

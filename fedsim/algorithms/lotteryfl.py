@@ -64,7 +64,9 @@ def lotteryfl(
         result = masked.masked_local_train(model, client_optimizer, start, new_mask, task, dataset)
 
         weight = masked.aggregation_weight(task, weight_by_examples)
-        contribution = masked.masked_model_contribution(result.model, new_mask, weight)
+        contribution = masked.masked_model_contribution(
+            result.model, server.params, new_mask, weight
+        )
         state_bytes = dense_bytes(server.state)
         return ClientResult(
             contribution=contribution,

@@ -140,7 +140,9 @@ def maestro(
         weight = task.num_examples.astype(jnp.float32)
         traffic = transfer_bytes(trained, caps)
         return ClientResult(
-            contribution=masked.masked_model_contribution(shared, own_slots, weight),
+            contribution=masked.masked_model_contribution(
+                shared, server_state.model.params, own_slots, weight
+            ),
             client_state=(),
             loss=result.loss,
             up_bytes=traffic,

@@ -3,7 +3,9 @@ mask-aware local training, local validation accuracy, mask-aware aggregation and
 
 Mask-aware aggregation (LotteryFL, Sub-FedAvg, FedLTN): every coordinate is averaged over the clients
 whose mask keeps it, ``sum_k a_k m_k W_k / sum_k a_k m_k``; a coordinate nobody kept keeps the server
-value. Clients send ``(a m W, a m)`` and the engine's streamed sum does the rest.
+value. Clients send their masked update ``(a m (W - W_server), a m)`` and the engine's streamed sum does
+the rest; the server adds the covered mean of the updates to its model, which is the same average. Sending
+updates rather than weights is what lets ``fedsim.privacy`` clip and noise them like FedAvg's.
 """
 
 import jax
@@ -51,28 +53,31 @@ def aggregation_weight(task: ClientTask, by_examples: bool) -> jax.Array:
     return task.num_examples.astype(jnp.float32) if by_examples else jnp.float32(1)
 
 
-def masked_contribution(params, mask, weight):
-    """``{'sum': a m W, 'coverage': a m}`` with the coverage broadcast to every leaf's shape."""
+def masked_contribution(params, reference, mask, weight):
+    """``{'delta': a m (W - W_ref), 'coverage': a m}`` with the coverage broadcast to every leaf."""
     return {
-        "sum": jax.tree.map(lambda p, m: weight * jnp.where(m, p, 0), params, mask),
+        "delta": jax.tree.map(
+            lambda p, r, m: weight * jnp.where(m, p - r, 0), params, reference, mask
+        ),
         "coverage": jax.tree.map(
             lambda p, m: weight * jnp.broadcast_to(m, p.shape).astype(p.dtype), params, mask
         ),
     }
 
 
-def masked_model_contribution(model_vars: ModelVars, mask, weight):
-    """``masked_contribution`` of the params plus ``a``-weighted model state and ``a`` itself."""
-    contribution = masked_contribution(model_vars.params, mask, weight)
+def masked_model_contribution(model_vars: ModelVars, reference, mask, weight):
+    """``masked_contribution`` of the params (update from the server's ``reference`` params) plus
+    ``a``-weighted model state and ``a`` itself."""
+    contribution = masked_contribution(model_vars.params, reference, mask, weight)
     contribution.update(state=jax.tree.map(lambda s: weight * s, model_vars.state), weight=weight)
     return contribution
 
 
 def masked_average(total, current):
-    """Per coordinate: the covered mean, or ``current`` where no client kept the coordinate."""
+    """Per coordinate: ``current`` plus the covered mean update (``current`` where nobody kept it)."""
     return jax.tree.map(
-        lambda s, c, w: jnp.where(c > 0, s / jnp.where(c > 0, c, 1), w),
-        total["sum"],
+        lambda d, c, w: jnp.where(c > 0, w + d / jnp.where(c > 0, c, 1), w),
+        total["delta"],
         total["coverage"],
         current,
     )

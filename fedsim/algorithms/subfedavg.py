@@ -89,7 +89,7 @@ def subfedavg(
 
         weight = masked.aggregation_weight(task, weight_by_examples)
         deployed = ModelVars(params, trained.state)
-        contribution = masked.masked_model_contribution(deployed, new_mask, weight)
+        contribution = masked.masked_model_contribution(deployed, server.params, new_mask, weight)
         state_bytes = dense_bytes(server.state)
         return ClientResult(
             contribution=contribution,
