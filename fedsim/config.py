@@ -72,6 +72,17 @@ def base_config() -> ConfigDict:
     c.init_from = ""  # start from a finished run's model.msgpack (SVD-factorised if factorized)
     c.init_params_budget = 0  # truncated SVD of init_from to this many deployed params (0 = full)
     c.rank_tiers = (1.0,)  # FjORD capacity tiers: client k trains ceil(p r) slots, p = tiers[k % T]
+    # client sampling (fedsim.engine.round) and user-level DP (fedsim.privacy; dp_clip=0: no DP)
+    c.client_sampling = "fixed"  # 'fixed': K clients a round; 'poisson': each with q = K / N
+    c.dp_clip = 0.0  # clip norm C of every client's update
+    c.dp_noise = 1.0  # noise multiplier z (noise std z C on the sum of clipped updates)
+    c.dp_target_epsilon = 0.0  # > 0: compute z so that the whole run costs this epsilon
+    c.dp_delta = 1e-5
+    c.dp_accountant = "rdp"  # 'rdp' or 'pld' (dp-accounting)
+    c.dp_mask = "client"  # sparse updates: 'client' coverage (reveals masks) or 'fixed' denominator
+    c.dp_target_quantile = 0.0  # > 0: adaptive clipping to this quantile of update norms
+    c.dp_clip_lr = 0.2  # adaptive clipping's geometric step
+    c.dp_count_noise = 0.0  # adaptive clipping: noise std on the unclipped count (0 = K / 20)
     c.chunk_size = 0
     c.eval_batch_size = 500
     c.checkpoint_every = 0  # rounds between checkpoints; 0 = at every evaluation

@@ -9,28 +9,11 @@ import pytest
 
 from fedsim.algorithms import fedavg, fedopt, fedprox, scaffold
 from fedsim.data.batching import client_batches
-from fedsim.engine.round import Federation, build_round_fn
-from fedsim.models import get_model
+from fedsim.engine.round import build_round_fn
 
 NUM_CLIENTS, EPOCHS, BATCH, LR, ROUNDS = 3, 2, 4, 0.1, 2
 SIZES = np.array([5, 12, 9], np.int32)
 KEY = jax.random.PRNGKey(7)
-
-
-@pytest.fixture(scope="module")
-def toy():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(40, 3, 2, 1)).astype(np.float32)
-    y = rng.integers(0, 4, 40).astype(np.int32)
-    table = np.zeros((NUM_CLIENTS, SIZES.max()), np.int32)
-    order = rng.permutation(40)
-    start = 0
-    for c, n in enumerate(SIZES):
-        table[c, :n] = order[start : start + n]
-        start += n
-    fed = Federation(jnp.asarray(x), jnp.asarray(y), jnp.asarray(table), jnp.asarray(SIZES))
-    model = get_model("mlp", 4, hidden=(5,))
-    return fed, model, model.init(jax.random.PRNGKey(1), x[:1])
 
 
 def to_np(tree):

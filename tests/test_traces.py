@@ -53,3 +53,23 @@ def test_driver_traces_round_once(monkeypatch, tmp_path):
     summary = run(smoke_config(rounds=5), tmp_path / "w", progress=False)
     assert summary["rounds"] == 5
     chex.clear_trace_counter()
+
+
+@pytest.mark.parametrize("sampling", ["fixed", "poisson"])
+def test_dp_round_traced_once_while_the_clip_adapts(sampling):
+    config = smoke_config(
+        dp_clip=0.5, dp_noise=0.5, dp_target_quantile=0.5, dp_count_noise=1.0,
+        client_sampling=sampling,
+    )  # fmt: skip
+    experiment = loop.Experiment(config)
+    round_fn = jax.jit(chex.assert_max_traces(experiment.round_fn, n=1))
+    server, clients = experiment.init()
+    federation = experiment.federation()
+    clips = [float(server.clip)]
+    for r in range(4):
+        server, clients, _ = round_fn(
+            server, clients, federation, jnp.int32(r), jax.random.PRNGKey(0)
+        )
+        clips.append(float(server.clip))
+    assert len(set(clips)) > 1, clips
+    chex.clear_trace_counter()

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedsim import algorithms, model_file, models
+from fedsim import algorithms, model_file, models, privacy
 from fedsim import config as config_lib
 from fedsim.compress import lowrank
 from fedsim.data import datasets, partition, shakespeare, validate
@@ -54,6 +54,7 @@ class Record(NamedTuple):
 def federation_from_config(config) -> FederatedData:
     """Validates ``config`` and builds its checked federation (no model, nothing compiled)."""
     config_lib.validate(config, registries=REGISTRIES)
+    privacy.validate(config)
     if config.dataset in NATURAL or config.partition == "natural":
         return _natural_federation(config)
     dataset = datasets.load_dataset(
@@ -118,8 +119,13 @@ class Experiment:
             raise ConfigError(
                 f"model_kwargs={dict(config.model_kwargs)} for model={config.model!r}: {err}"
             ) from None
-        self.algorithm = algorithms.get_algorithm(config, self.model, config.num_clients)
         self.clients_per_round = config_lib.clients_per_round(config)
+        self.privacy = privacy.from_config(config, self.clients_per_round)
+        self.algorithm = privacy.wrap(
+            algorithms.get_algorithm(config, self.model, config.num_clients),
+            self.privacy,
+            config.seed,
+        )
         self.chunk_size = resolve_chunk_size(
             config.chunk_size, self.clients_per_round, jax.default_backend()
         )
@@ -133,6 +139,7 @@ class Experiment:
             faults=faults.Faults(
                 config.dropout_prob, config.straggler_fraction, config.straggler_work
             ),
+            sampling=config.client_sampling,
         )
         self.start_model = None
         if config.init_from:
@@ -235,6 +242,15 @@ class Experiment:
             out[f"macs_{name}"] = int(sub.macs)
         return out
 
+    def privacy_metrics(self, server_state, rounds: int) -> dict:
+        """``epsilon`` spent after ``rounds`` rounds at ``dp_delta`` and the current ``clip_norm``."""
+        if self.privacy is None:
+            return {"epsilon": None}
+        return {
+            "epsilon": self.privacy.epsilon(rounds),
+            "clip_norm": float(server_state.clip),
+        }
+
     def evaluate_personal(self, personal_eval, server_state, client_states, federation, test):
         """Each client's own deployed model on its own test split, and what it stores."""
         key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 2)
@@ -315,7 +331,7 @@ class Experiment:
                     )
                 global_acc = acc["global_acc"]
                 personal = acc["personal_acc"]
-                ok = ~m.failed
+                ok = m.participated & ~m.failed
                 metrics = {
                     "round": r + 1,
                     "wall_s": elapsed(),
@@ -332,6 +348,8 @@ class Experiment:
                     "clients_failed": int(m.failed.sum()),
                     "clients_dropped": int(m.dropped.sum()),
                     "clients_failed_total": counters["clients_failed_total"],
+                    "clients_participated": int(m.participated.sum()),
+                    **self.privacy_metrics(server_state, r + 1),
                     **self.evaluate_submodels(server_state, x_test, y_test, predict),
                 }
                 self.personal_acc = personal
@@ -352,7 +370,8 @@ class Experiment:
             "samples_per_s": counters["samples"] / counters["train_s"]
             if counters["train_s"] > 0
             else None,
-            "epsilon": None,
+            "epsilon": last.get("epsilon"),
+            "dp_noise_multiplier": self.privacy.settings.noise_multiplier if self.privacy else None,
             "poisoned_clients": [int(i) for i in self.poisoned_clients],
         }
 

@@ -1,6 +1,8 @@
 """One federated round as one pure, jittable function.
 
-Clients are sampled without replacement with ``fold_in(key, round)``; each client's randomness is
+Clients are sampled with ``fold_in(key, round)``: ``K`` of them without replacement, or (Poisson
+sampling, for DP accounting) each client independently with probability ``q = K / N``, run in a fixed
+number of slots that the joined clients fill (the rest are padding). Each client's randomness is
 ``fold_in(round_key, client_id)``, so results do not depend on how clients are chunked. The sampled
 clients run in chunks: ``lax.scan`` over chunks, ``vmap(client_update)`` inside a chunk, their
 contributions streamed into one running sum, so memory grows with the chunk size, not with the number of
@@ -50,7 +52,7 @@ def client_task(federation: Federation, row, key, *, epochs: int, batch_size: in
 
 
 class RoundMetrics(NamedTuple):
-    """Per sampled client, in sampling order: ``[K]`` each."""
+    """Per sampling slot, in sampling order: ``[K]`` each (Poisson: ``[poisson_slots(N, K)]``)."""
 
     client_ids: jax.Array
     loss: jax.Array
@@ -59,6 +61,34 @@ class RoundMetrics(NamedTuple):
     down_bytes: jax.Array
     failed: jax.Array  # bool: excluded from the aggregate (non-finite update or dropout)
     dropped: jax.Array  # bool: dropped out (simulated fault), a subset of ``failed``
+    participated: jax.Array  # bool: a client sat in this slot (always, with fixed-size sampling)
+
+
+SAMPLING = ("fixed", "poisson")
+
+
+def poisson_slots(num_clients: int, clients_per_round: int) -> int:
+    """Slots for Poisson sampling: the expected ``K`` plus six standard deviations (at most ``N``).
+
+    More joiners than slots happens with probability below 1e-9 a round; the extra ones sit out.
+    """
+    q = clients_per_round / num_clients
+    spread = math.sqrt(clients_per_round * (1 - q))
+    return min(num_clients, math.ceil(clients_per_round + 6 * spread) + 1)
+
+
+def sample_clients(key, num_clients: int, clients_per_round: int, sampling: str):
+    """``(ids, joined)``: the round's client ids per slot and whether a client sits in the slot."""
+    if sampling == "fixed":
+        ids = jax.random.choice(key, num_clients, (clients_per_round,), replace=False)
+        return ids, jnp.ones((clients_per_round,), bool)
+    slots = poisson_slots(num_clients, clients_per_round)
+    draw = jax.random.uniform(key, (num_clients,))
+    joins = draw < clients_per_round / num_clients
+    # joined clients first, in random order (their draws are uniform below q)
+    ids = jnp.argsort(jnp.where(joins, draw, 2.0))[:slots].astype(jnp.int32)
+    joined = jnp.arange(slots) < jnp.sum(joins)
+    return jnp.where(joined, ids, num_clients), joined
 
 
 def resolve_chunk_size(chunk_size: int, clients_per_round: int, backend: str) -> int:
@@ -81,25 +111,30 @@ def build_round_fn(
     local_epochs: int,
     batch_size: int,
     faults: faults_lib.Faults = faults_lib.NO_FAULTS,
+    sampling: str = "fixed",
 ):
     """Returns ``round_fn(server_state, client_states, federation, round_index, key)``.
 
     ``round_fn`` returns ``(server_state, client_states, RoundMetrics)``; jit it once per experiment
     (``round_index`` is an array, so rounds do not retrace). ``client_states`` is the algorithm's
     per-client state stacked ``[C, ...]``; rows of clients not sampled are returned unchanged.
-    ``faults`` simulates dropout and stragglers (``fedsim.engine.faults``).
+    ``faults`` simulates dropout and stragglers (``fedsim.engine.faults``); ``sampling`` is 'fixed'
+    or 'poisson' (see ``sample_clients``).
     """
-    num_chunks = math.ceil(clients_per_round / chunk_size)
+    slots = (
+        clients_per_round if sampling == "fixed" else poisson_slots(num_clients, clients_per_round)
+    )
+    num_chunks = math.ceil(slots / chunk_size)
     padded = num_chunks * chunk_size
 
     def round_fn(server_state, client_states, federation: Federation, round_index, key):
         round_key = jax.random.fold_in(key, round_index)
         sample_key, client_key = jax.random.split(round_key)
         straggler_key = jax.random.split(key)[1]  # fixed for the whole experiment
-        sampled = jax.random.choice(sample_key, num_clients, (clients_per_round,), replace=False)
+        sampled, joined = sample_clients(sample_key, num_clients, clients_per_round, sampling)
         # Padding slots carry the out-of-range id ``num_clients``: reads clamp, writes drop.
-        ids = jnp.concatenate([sampled, jnp.full((padded - clients_per_round,), num_clients)])
-        valid = jnp.arange(padded) < clients_per_round
+        ids = jnp.concatenate([sampled, jnp.full((padded - slots,), num_clients)])
+        valid = jnp.concatenate([joined, jnp.zeros((padded - slots,), bool)])
         dataset = Dataset(federation.x, federation.y)
 
         def one_client(states, client_id, is_real):
@@ -118,11 +153,21 @@ def build_round_fn(
                 dropped = faults_lib.drops_out(jax.random.fold_in(own_key, 1), faults.dropout_prob)
             task = task._replace(batch_mask=mask)
             state = jax.tree.map(lambda s: s[row], states)
-            result = algorithm.client_update(server_state, state, task, dataset)
+            update = lambda: algorithm.client_update(server_state, state, task, dataset)
+            if chunk_size == 1:  # an empty slot skips the work (under vmap both branches would run)
+                empty = lambda: jax.tree.map(
+                    lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(update)
+                )
+                result = jax.lax.cond(is_real, update, empty)
+            else:
+                result = update()
             finite = aggregate.all_finite((result.contribution, result.loss, result.client_state))
             ok = is_real & finite & ~dropped
-            result = result._replace(up_bytes=jnp.where(dropped, 0, result.up_bytes))
-            return result, ok, num_examples, is_real & dropped
+            result = result._replace(
+                up_bytes=jnp.where(is_real & ~dropped, result.up_bytes, 0),
+                down_bytes=jnp.where(is_real, result.down_bytes, 0),
+            )
+            return result, ok, jnp.where(is_real, num_examples, 0), is_real & dropped
 
         if chunk_size == 1:  # no vmap: padded local steps are then really skipped by lax.cond
             run_chunk = lambda states, ids, real: jax.tree.map(
@@ -147,6 +192,7 @@ def build_round_fn(
                 result.down_bytes,
                 chunk_valid & ~ok,
                 dropped,
+                chunk_valid,
             )
             return (total, states), (metrics, ok)
 
@@ -162,7 +208,7 @@ def build_round_fn(
         server_state = jax.tree.map(
             lambda new, old: jnp.where(anyone, new, old), updated, server_state
         )
-        flat = [m.reshape(padded)[:clients_per_round] for m in metrics]
+        flat = [m.reshape(padded)[:slots] for m in metrics]
         return server_state, client_states, RoundMetrics(sampled, *flat)
 
     return round_fn
