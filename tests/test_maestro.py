@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import serialization
-from test_engine_reference import BATCH, EPOCHS, KEY, NUM_CLIENTS, SIZES, toy  # noqa: F401
+from test_engine_reference import BATCH, EPOCHS, KEY, NUM_CLIENTS, SIZES
 
 from fedsim.algorithms.base import ClientTask, Dataset
 from fedsim.algorithms.maestro import maestro, recalibrate_batch_norm

@@ -332,6 +332,16 @@ def test_sparse_algorithms_run_under_dp(tmp_path, arg):
     assert summary["epsilon"] > 0 and np.isfinite(summary["personal_acc_mean"])
 
 
+def test_maestro_factor_slots_run_under_dp(tmp_path):
+    workdir = tmp_path / "run"
+    arg = "mode=federated,smoke,rounds=2,dp_clip=0.5,dp_noise=0.3,client_sampling=poisson"
+    assert main(["run", f"--config=configs/maestro.py:{arg}", f"--workdir={workdir}"]) == 0
+    rows, summary = read(workdir)
+    assert summary["epsilon"] > 0
+    assert all(np.isfinite(row["global_acc"]) for row in rows)
+    assert any(key.startswith("acc_p") for key in rows[-1])  # tier sub-models still reported
+
+
 def test_dp_without_clients_at_a_round_keeps_the_server_finite(tmp_path):
     code, workdir = run_cli(tmp_path, "smoke,dp_clip=0.5,dropout_prob=0.9")
     assert code == 0
