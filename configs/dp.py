@@ -7,7 +7,7 @@
 Poisson client sampling (q = 0.2: 20 expected clients a round), 30 rounds of one local epoch, user-level
 (epsilon, 1e-5)-DP accounted with RDP; ``epsilon`` in ARG sets ``dp_target_epsilon`` (the noise
 multiplier is computed from it), ``epsilon=0`` trains without DP. The model is a small FedAvg CNN
-(conv 4/8, dense 32: 13,802 parameters): the noise norm grows with the square root of the parameter
+(conv 4/8, dense 32: 13,818 parameters): the noise norm grows with the square root of the parameter
 count, so DP favours small models. Other ARG keys: any config key (dp_clip, dp_target_quantile, ...).
 """
 

@@ -48,7 +48,7 @@ def main(sweep_dir: str) -> None:
         "# DP-FedAvg on Fashion-MNIST: accuracy against epsilon",
         "",
         "`fedsim sweep --config configs/dp.py` (100 clients, Dir(0.5), Poisson sampling q = 0.2, 30 "
-        "rounds of 1 local epoch, batch 32, client lr 0.05, CNN conv 4/8 + dense 32 (13,802 "
+        "rounds of 1 local epoch, batch 32, client lr 0.05, CNN conv 4/8 + dense 32 (13,818 "
         "parameters), clip C = 1, delta = 1e-5, RDP accountant; seed 0; the project's 2-core CPU).",
         "",
         "| run | epsilon (delta 1e-5) | noise multiplier z | global_acc (round 30) | best global_acc | personal_acc_mean |",
@@ -73,6 +73,7 @@ def main(sweep_dir: str) -> None:
             left.axhline(r["global_acc"], color="gray", ls="--", label="no DP")
     left.set(xscale="log", xlabel="epsilon (delta = 1e-5)", ylabel="global accuracy, round 30")
     left.set_xticks([1, 2, 4, 8], ["1", "2", "4", "8"])
+    left.minorticks_off()
     left.legend()
     for r in runs:
         rounds, acc = zip(*r["curve"], strict=True)
