@@ -152,6 +152,13 @@ def clients_per_round(config) -> int:
     return config.clients_per_round
 
 
+def check_choices(config, choices: dict[str, tuple[str, ...]]) -> None:
+    """Raises ConfigError unless every ``config[key]`` is one of ``choices[key]``."""
+    for key, accepted in choices.items():
+        if config[key] not in accepted:
+            raise ConfigError(f"{key}={config[key]!r}; choose one of: {', '.join(accepted)}")
+
+
 def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
     """Checks every field that does not need the data; raises ``ConfigError`` on the first bad one.
 
@@ -218,10 +225,9 @@ def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
     for key in ("straggler_fraction", "poison_fraction", "prune_threshold", "prune_rate"):
         if not 0 <= config[key] <= 1:
             raise ConfigError(f"{key}={config[key]} must lie in [0, 1]")
-    choices = {"prune_scope": ("layer", "global"), "aggregation_weights": ("uniform", "examples")}
-    for key, accepted in choices.items():
-        if config[key] not in accepted:
-            raise ConfigError(f"{key}={config[key]!r}; choose one of: {', '.join(accepted)}")
+    check_choices(
+        config, {"prune_scope": ("layer", "global"), "aggregation_weights": ("uniform", "examples")}
+    )
     if not all(0 < b <= 1 for b in config.density_budgets):
         raise ConfigError(
             f"density_budgets={tuple(config.density_budgets)}: each must lie in (0, 1]"

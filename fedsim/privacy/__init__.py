@@ -7,8 +7,10 @@ driver asks for epsilon after every evaluated round; ``dp_clip=0`` (the default)
 from typing import NamedTuple
 
 from fedsim.algorithms.base import FederatedAlgorithm
+from fedsim.config import check_choices
+from fedsim.engine.round import SAMPLING
 from fedsim.errors import ConfigError
-from fedsim.privacy.accounting import ACCOUNTANTS, SAMPLING, Mechanism
+from fedsim.privacy.accounting import ACCOUNTANTS, Mechanism
 from fedsim.privacy.dp_fedavg import PRIVATIZABLE, DPServerState, DPSettings, dp_fedavg
 
 MASK_MODES = ("client", "fixed")
@@ -26,10 +28,7 @@ class Privacy(NamedTuple):
 
 def validate(config) -> None:
     """Checks the ``dp_*`` keys and ``client_sampling`` (ConfigError on the first bad one)."""
-    if config.client_sampling not in SAMPLING:
-        raise ConfigError(
-            f"client_sampling={config.client_sampling!r}; choose one of: {', '.join(SAMPLING)}"
-        )
+    check_choices(config, {"client_sampling": SAMPLING})
     for key in ("dp_clip", "dp_noise", "dp_target_epsilon", "dp_count_noise", "dp_clip_lr"):
         if config[key] < 0:
             raise ConfigError(f"{key}={config[key]} must be >= 0")
@@ -40,17 +39,19 @@ def validate(config) -> None:
             f"dp_clip={config.dp_clip} with algorithm={config.algorithm!r}: DP-FedAvg wraps "
             f"algorithms that send model updates: {', '.join(PRIVATIZABLE)}"
         )
-    if config.dp_mask not in MASK_MODES:
-        raise ConfigError(f"dp_mask={config.dp_mask!r}; choose one of: {', '.join(MASK_MODES)}")
+    check_choices(config, {"dp_mask": MASK_MODES, "dp_accountant": ACCOUNTANTS})
     if not 0 <= config.dp_target_quantile < 1:
         raise ConfigError(
             f"dp_target_quantile={config.dp_target_quantile} must lie in [0, 1) "
             "(0 keeps the clip norm fixed)"
         )
-    if config.dp_accountant not in ACCOUNTANTS:
+    if config.client_sampling == "fixed" and config.dp_accountant == "pld":
         raise ConfigError(
-            f"dp_accountant={config.dp_accountant!r}; choose one of: {', '.join(ACCOUNTANTS)}"
+            "dp_accountant='pld' with client_sampling='fixed': dp-accounting's PLD accountant "
+            "has no fixed-size sampling; use dp_accountant='rdp' or client_sampling='poisson'"
         )
+    if not 0 < config.dp_delta < 1:
+        raise ConfigError(f"dp_delta={config.dp_delta} must lie in (0, 1)")
 
 
 def from_config(config, clients_per_round: int) -> Privacy | None:
@@ -64,7 +65,6 @@ def from_config(config, clients_per_round: int) -> Privacy | None:
         config.dp_accountant,
         config.dp_delta,
     )
-    mechanism.check()
     noise = config.dp_noise
     if config.dp_target_epsilon:
         noise = mechanism.noise_for_epsilon(config.dp_target_epsilon, config.rounds)
