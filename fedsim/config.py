@@ -84,6 +84,7 @@ def base_config() -> ConfigDict:
     c.dp_clip_lr = 0.2  # adaptive clipping's geometric step
     c.dp_count_noise = 0.0  # adaptive clipping: noise std on the unclipped count (0 = K / 20)
     c.chunk_size = 0
+    c.devices = 1  # devices the round's clients are sharded over (0 = all; fedsim.engine.sharding)
     c.eval_batch_size = 500
     c.checkpoint_every = 0  # rounds between checkpoints; 0 = at every evaluation
     # simulated faults (fedsim.engine.faults)
@@ -189,6 +190,7 @@ def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
             raise ConfigError(f"{key}={config[key]} must be > 0")
     for key in (
         "chunk_size",
+        "devices",
         "min_client_size",
         "prox_mu",
         "checkpoint_every",

@@ -1,12 +1,18 @@
-"""Shared fixtures."""
+"""Shared fixtures, and eight fake CPU devices for the multi-device tests (set before JAX starts)."""
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import pytest
+import os
 
-from fedsim.engine.round import Federation
-from fedsim.models import get_model
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]
+).strip()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from fedsim.engine.round import Federation  # noqa: E402
+from fedsim.models import get_model  # noqa: E402
 
 TOY_SIZES = np.array([5, 12, 9], np.int32)
 

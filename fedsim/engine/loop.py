@@ -18,7 +18,7 @@ from fedsim import config as config_lib
 from fedsim.compress import lowrank
 from fedsim.data import datasets, partition, shakespeare, validate
 from fedsim.data.federated import FederatedData, hold_out_validation, make_federation
-from fedsim.engine import faults
+from fedsim.engine import faults, sharding
 from fedsim.engine.round import Federation, build_round_fn, resolve_chunk_size
 from fedsim.errors import ConfigError
 from fedsim.metrics import evaluate
@@ -126,8 +126,10 @@ class Experiment:
             self.privacy,
             config.seed,
         )
+        self.mesh = sharding.client_mesh(config.devices)
+        devices = 1 if self.mesh is None else self.mesh.size
         self.chunk_size = resolve_chunk_size(
-            config.chunk_size, self.clients_per_round, jax.default_backend()
+            config.chunk_size, -(-self.clients_per_round // devices), jax.default_backend()
         )
         self.round_fn = build_round_fn(
             self.algorithm,
@@ -140,6 +142,7 @@ class Experiment:
                 config.dropout_prob, config.straggler_fraction, config.straggler_work
             ),
             sampling=config.client_sampling,
+            mesh=self.mesh,
         )
         self.start_model = None
         if config.init_from:
@@ -279,11 +282,18 @@ class Experiment:
         t0 = time.perf_counter()
         if start is None:
             start = RunState(0, *self.init(), _zero_counters())
-        server_state, client_states = start.server_state, start.client_states
+        server_state, client_states, federation, x_test, y_test = sharding.replicate(
+            (
+                start.server_state,
+                start.client_states,
+                self.federation(),
+                jnp.asarray(self.data.x_test),
+                jnp.asarray(self.data.y_test),
+            ),
+            self.mesh,
+        )
         counters = {k: v.item() for k, v in start.counters.items()}
         elapsed = lambda: counters["elapsed_s"] + time.perf_counter() - t0
-        federation = self.federation()
-        x_test, y_test = jnp.asarray(self.data.x_test), jnp.asarray(self.data.y_test)
         key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 1)
         donate = (0, 1) if jax.default_backend() != "cpu" else ()
         round_fn = (
@@ -292,11 +302,8 @@ class Experiment:
             .compile()
         )
         predict = jax.jit(self.predict_correct).lower(server_state.model, x_test, y_test).compile()
-        test = (
-            x_test,
-            y_test,
-            jnp.asarray(self.data.client_test_indices),
-            jnp.asarray(self.data.num_test),
+        test = (x_test, y_test) + sharding.replicate(
+            (jnp.asarray(self.data.client_test_indices), jnp.asarray(self.data.num_test)), self.mesh
         )
         personal_eval = None
         if self.personal_eval is not None:

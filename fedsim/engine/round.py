@@ -6,7 +6,9 @@ number of slots that the joined clients fill (the rest are padding). Each client
 ``fold_in(round_key, client_id)``, so results do not depend on how clients are chunked. The sampled
 clients run in chunks: ``lax.scan`` over chunks, ``vmap(client_update)`` inside a chunk, their
 contributions streamed into one running sum, so memory grows with the chunk size, not with the number of
-clients per round. Clients whose results are non-finite are excluded and counted; their state is kept.
+clients per round. Over several devices (a mesh, ``fedsim.engine.sharding``) each device streams its
+share of the slots and the totals are summed across devices. Clients whose results are non-finite are
+excluded and counted; their state is kept.
 """
 
 import math
@@ -14,11 +16,13 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, PartitionSpec
 
 from fedsim.algorithms.base import ClientTask, Dataset, FederatedAlgorithm
 from fedsim.data.batching import client_batches
 from fedsim.engine import aggregate
 from fedsim.engine import faults as faults_lib
+from fedsim.engine.sharding import CLIENT_AXIS
 
 
 class Federation(NamedTuple):
@@ -112,6 +116,7 @@ def build_round_fn(
     batch_size: int,
     faults: faults_lib.Faults = faults_lib.NO_FAULTS,
     sampling: str = "fixed",
+    mesh: Mesh | None = None,
 ):
     """Returns ``round_fn(server_state, client_states, federation, round_index, key)``.
 
@@ -119,22 +124,21 @@ def build_round_fn(
     (``round_index`` is an array, so rounds do not retrace). ``client_states`` is the algorithm's
     per-client state stacked ``[C, ...]``; rows of clients not sampled are returned unchanged.
     ``faults`` simulates dropout and stragglers (``fedsim.engine.faults``); ``sampling`` is 'fixed'
-    or 'poisson' (see ``sample_clients``).
+    or 'poisson' (see ``sample_clients``). With a ``mesh`` (``fedsim.engine.sharding``) slot ``i``
+    runs on device ``i % D``, each device streams its own chunks and the totals meet in a ``psum``.
     """
     slots = (
         clients_per_round if sampling == "fixed" else poisson_slots(num_clients, clients_per_round)
     )
-    num_chunks = math.ceil(slots / chunk_size)
-    padded = num_chunks * chunk_size
+    devices = 1 if mesh is None else mesh.size
+    num_chunks = math.ceil(slots / (devices * chunk_size))  # per device
+    per_device = num_chunks * chunk_size
+    padded = devices * per_device
 
-    def round_fn(server_state, client_states, federation: Federation, round_index, key):
-        round_key = jax.random.fold_in(key, round_index)
-        sample_key, client_key = jax.random.split(round_key)
-        straggler_key = jax.random.split(key)[1]  # fixed for the whole experiment
-        sampled, joined = sample_clients(sample_key, num_clients, clients_per_round, sampling)
-        # Padding slots carry the out-of-range id ``num_clients``: reads clamp, writes drop.
-        ids = jnp.concatenate([sampled, jnp.full((padded - slots,), num_clients)])
-        valid = jnp.concatenate([joined, jnp.zeros((padded - slots,), bool)])
+    def run_clients(server_state, client_states, federation, keys, ids, valid):
+        """The clients in slots ``ids`` (``[per_device]``) on one device: their streamed total,
+        the client states with theirs written, per-slot metrics and whether each was aggregated."""
+        client_key, straggler_key = keys
         dataset = Dataset(federation.x, federation.y)
 
         def one_client(states, client_id, is_real):
@@ -202,13 +206,56 @@ def build_round_fn(
         (total, client_states), (metrics, ok) = jax.lax.scan(
             chunk_step, (total, client_states), chunks
         )
+        flat = lambda tree: jax.tree.map(lambda m: m.reshape(per_device), tree)
+        return total, client_states, flat(metrics), flat(ok)
 
+    def run_sharded(server_state, client_states, federation, keys, ids, valid):
+        """``run_clients`` with slot ``i`` on device ``i % D``; the states written back in one
+        scatter of every device's rows."""
+        regroup = lambda a, shape: a.reshape(shape + a.shape[1:]).swapaxes(0, 1).reshape(a.shape)
+        spread = lambda a: regroup(a, (per_device, devices))  # slot order -> device-major
+        unspread = lambda a: regroup(a, (devices, per_device))
+
+        def on_device(server_state, client_states, federation, keys, ids, valid):
+            total, states, metrics, ok = run_clients(
+                server_state, client_states, federation, keys, ids, valid
+            )
+            rows = jax.tree.map(lambda s: s[jnp.minimum(ids, num_clients - 1)], states)
+            return jax.lax.psum(total, CLIENT_AXIS), rows, metrics, ok
+
+        replicated, split = PartitionSpec(), PartitionSpec(CLIENT_AXIS)
+        total, rows, metrics, ok = jax.shard_map(
+            on_device,
+            mesh=mesh,
+            in_specs=(replicated,) * 4 + (split, split),
+            out_specs=(replicated, split, split, split),
+            check_vma=False,  # the algorithms' lax.cond branches mix per-device and replicated values
+        )(server_state, client_states, federation, keys, spread(ids), spread(valid))
+        rows, metrics, ok = jax.tree.map(unspread, (rows, metrics, ok))
+        write_ids = jnp.where(ok, ids, num_clients)
+        client_states = jax.tree.map(
+            lambda s, new: s.at[write_ids].set(new, mode="drop"), client_states, rows
+        )
+        return total, client_states, metrics, ok
+
+    run = run_clients if mesh is None else run_sharded
+
+    def round_fn(server_state, client_states, federation: Federation, round_index, key):
+        round_key = jax.random.fold_in(key, round_index)
+        sample_key, client_key = jax.random.split(round_key)
+        straggler_key = jax.random.split(key)[1]  # fixed for the whole experiment
+        sampled, joined = sample_clients(sample_key, num_clients, clients_per_round, sampling)
+        # Padding slots carry the out-of-range id ``num_clients``: reads clamp, writes drop.
+        ids = jnp.concatenate([sampled, jnp.full((padded - slots,), num_clients)])
+        valid = jnp.concatenate([joined, jnp.zeros((padded - slots,), bool)])
+        total, client_states, metrics, ok = run(
+            server_state, client_states, federation, (client_key, straggler_key), ids, valid
+        )
         updated = algorithm.server_update(server_state, total)
         anyone = jnp.any(ok)
         server_state = jax.tree.map(
             lambda new, old: jnp.where(anyone, new, old), updated, server_state
         )
-        flat = [m.reshape(padded)[:slots] for m in metrics]
-        return server_state, client_states, RoundMetrics(sampled, *flat)
+        return server_state, client_states, RoundMetrics(sampled, *(m[:slots] for m in metrics))
 
     return round_fn
