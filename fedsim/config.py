@@ -19,6 +19,7 @@ def base_config() -> ConfigDict:
     """Defaults shared by every experiment (FedAvg-paper cell E=5, B=10, SGD 0.01)."""
     c = ConfigDict()
     c.seed = 0
+    c.data_seed = -1  # seed of the data (subset, partition, splits, poisoning); -1 = seed
     c.smoke = False
     c.algorithm = "fedavg"
     c.model = "cnn"
@@ -160,6 +161,15 @@ def check_choices(config, choices: dict[str, tuple[str, ...]]) -> None:
             raise ConfigError(f"{key}={config[key]!r}; choose one of: {', '.join(accepted)}")
 
 
+def data_seed(config) -> int:
+    """The seed that draws the federation: ``data_seed``, or ``seed`` when that is -1.
+
+    Fixing ``data_seed`` while ``seed`` varies keeps one partition for every training seed (what lets
+    ``fedsim sweep`` train those seeds as one vmapped grid).
+    """
+    return config.seed if config.data_seed == -1 else config.data_seed
+
+
 def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
     """Checks every field that does not need the data; raises ``ConfigError`` on the first bad one.
 
@@ -185,6 +195,8 @@ def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
             raise ConfigError(f"{key}={config[key]} must be a positive integer")
     if config.seed < 0:
         raise ConfigError(f"seed={config.seed} must be >= 0")
+    if config.data_seed < -1:
+        raise ConfigError(f"data_seed={config.data_seed} must be >= 0, or -1 for seed")
     for key in ("alpha", "beta", "client_lr", "server_lr", "server_tau"):
         if not config[key] > 0:
             raise ConfigError(f"{key}={config[key]} must be > 0")

@@ -110,11 +110,71 @@ def run(config, workdir: str | os.PathLike, progress: bool = True) -> dict:
             bar.update(1)
     board.close()
     checkpoints.close()
-    if record is not None:
-        for name, content in model_files(record.state.server_state.model).items():
+    return _write_results(
+        workdir,
+        record.state.server_state.model if record else None,
+        experiment.personal_acc,
+        {**experiment.summary, "resumed_from_round": first_round},
+    )
+
+
+def _write_results(workdir: Path, model, personal_acc, summary: dict) -> dict:
+    """The files of a finished run: model, ``personal_acc.json`` and, last, ``summary.json``."""
+    if model is not None:
+        for name, content in model_files(model).items():
             _write_atomically(workdir / name, content)
-    personal = {"round": config.rounds, "personal_acc": experiment.personal_acc.tolist()}
+    personal = {"round": summary["rounds"], "personal_acc": personal_acc.tolist()}
     _write_atomically(workdir / "personal_acc.json", json.dumps(personal) + "\n")
-    summary = {**experiment.summary, "resumed_from_round": first_round}
     _write_atomically(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def run_grid(configs, workdirs: list, progress: bool = True) -> list[dict]:
+    """Runs new cells as one vmapped program (``fedsim.engine.grid.Grid``); returns their summaries.
+
+    Each workdir gets what ``run`` writes except checkpoints: a grid is not resumed mid-way, and a
+    later ``fedsim sweep`` reruns an interrupted grid's cells one by one. Raises ``NotBatchable`` (or
+    ``ConfigError``) before any file is written when the cells cannot share a program.
+    """
+    from tensorboardX import SummaryWriter
+
+    from fedsim.engine.grid import Grid
+
+    workdirs = [Path(w) for w in workdirs]
+    for workdir in workdirs:
+        if workdir.exists():
+            raise ConfigError(f"workdir={str(workdir)!r} exists; a grid starts only new cells")
+    grid = Grid(configs)
+    boards = []
+    for workdir, config in zip(workdirs, configs, strict=True):
+        workdir.mkdir(parents=True)
+        _write_atomically(workdir / "config.json", _config_json(config))
+        (workdir / "metrics.jsonl").write_text("")
+        boards.append(SummaryWriter(str(workdir)))
+    bar = tqdm(total=configs[0].rounds, desc=f"{len(configs)} cells", unit="round",
+               disable=not progress)  # fmt: skip
+    with bar:
+        for round_done, rows in grid.records():
+            for workdir, board, row in zip(workdirs, boards, rows, strict=True):
+                if row is None:
+                    continue
+                with open(workdir / "metrics.jsonl", "a") as metrics_file:
+                    metrics_file.write(json.dumps(row) + "\n")
+                for name, value in row.items():
+                    if isinstance(value, int | float) and name != "round":
+                        board.add_scalar(name, value, round_done)
+                board.flush()
+            bar.update(1)
+    for board in boards:
+        board.close()
+    return [
+        _write_results(
+            workdir,
+            server.model,
+            experiment.personal_acc,
+            {**summary, "resumed_from_round": 0, "grid_cells": len(configs)},
+        )  # fmt: skip
+        for workdir, experiment, summary, (server, _) in zip(
+            workdirs, grid.experiments, grid.summaries, grid.final_states, strict=True
+        )
+    ]

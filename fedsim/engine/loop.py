@@ -6,7 +6,7 @@ contract's metrics on evaluation rounds. The CLI driver and notebooks consume th
 """
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -15,6 +15,7 @@ import numpy as np
 
 from fedsim import algorithms, model_file, models, privacy
 from fedsim import config as config_lib
+from fedsim.algorithms import FederatedAlgorithm
 from fedsim.compress import lowrank
 from fedsim.data import datasets, partition, shakespeare, validate
 from fedsim.data.federated import FederatedData, hold_out_validation, make_federation
@@ -41,6 +42,14 @@ class RunState(NamedTuple):
     counters: dict  # 0-d numpy arrays: cumulative bytes, samples, failures, seconds
 
 
+class Programs(NamedTuple):
+    """An experiment's pure functions: jit them for one run, vmap them for a grid of runs."""
+
+    algorithm: FederatedAlgorithm
+    round_fn: Callable  # fedsim.engine.round.build_round_fn
+    personal_eval: Callable | None  # fedsim.metrics.evaluate.build_personal_eval
+
+
 class Record(NamedTuple):
     """One finished round: ``metrics`` holds the contract fields on evaluation rounds, else None."""
 
@@ -57,10 +66,11 @@ def federation_from_config(config) -> FederatedData:
     privacy.validate(config)
     if config.dataset in NATURAL or config.partition == "natural":
         return _natural_federation(config)
+    data_seed = config_lib.data_seed(config)
     dataset = datasets.load_dataset(
-        config.dataset, seed=config.seed, path=config.data_path, data_dir=config.data_dir
+        config.dataset, seed=data_seed, path=config.data_path, data_dir=config.data_dir
     )
-    dataset = datasets.subsample_train(dataset, config.train_examples, config.seed)
+    dataset = datasets.subsample_train(dataset, config.train_examples, data_seed)
     validate.check_labels(dataset)
     if config.num_clients > len(dataset.y_train):
         raise ConfigError(
@@ -71,7 +81,7 @@ def federation_from_config(config) -> FederatedData:
         dataset,
         config.partition,
         config.num_clients,
-        config.seed,
+        data_seed,
         alpha=config.alpha,
         min_size=config.min_client_size,
         shards_per_client=config.shards_per_client,
@@ -92,7 +102,7 @@ def _natural_federation(config) -> FederatedData:
         )
     source = shakespeare.load_shakespeare(
         num_clients=config.num_clients,
-        seed=config.seed,
+        seed=config_lib.data_seed(config),
         max_windows_per_client=config.max_windows_per_client or None,
     )
     validate.check_labels(source.to_array_dataset())
@@ -108,9 +118,11 @@ class Experiment:
         self.config = config
         self.data = federation_from_config(config)
         self.data, self.poisoned_clients = faults.poison_clients(
-            self.data, config.poison_fraction, config.seed
+            self.data, config.poison_fraction, config_lib.data_seed(config)
         )
-        self.data = hold_out_validation(self.data, config.val_fraction, config.seed)
+        self.data = hold_out_validation(
+            self.data, config.val_fraction, config_lib.data_seed(config)
+        )
         try:
             self.model = models.get_model(
                 config.model, self.data.num_classes, **config.model_kwargs
@@ -121,18 +133,29 @@ class Experiment:
             ) from None
         self.clients_per_round = config_lib.clients_per_round(config)
         self.privacy = privacy.from_config(config, self.clients_per_round)
-        self.algorithm = privacy.wrap(
-            algorithms.get_algorithm(config, self.model, config.num_clients),
-            self.privacy,
-            config.seed,
-        )
         self.mesh = sharding.client_mesh(config.devices)
         devices = 1 if self.mesh is None else self.mesh.size
         self.chunk_size = resolve_chunk_size(
             config.chunk_size, -(-self.clients_per_round // devices), jax.default_backend()
         )
-        self.round_fn = build_round_fn(
-            self.algorithm,
+        self.algorithm, self.round_fn, self.personal_eval = self.build_programs(config)
+        self.start_model = None
+        if config.init_from:
+            self.start_model = model_file.load_model(config.init_from)
+            self._check_start_model()
+        self.personal_acc = None
+        self.predict_correct = evaluate.build_predict_correct(self.model, config.eval_batch_size)
+
+    def build_programs(self, config) -> Programs:
+        """The algorithm, round and personal evaluation of ``config`` for this experiment's data and
+        model. ``config`` may hold traced hyper-parameters (``fedsim.engine.grid`` vmaps over them)."""
+        algorithm = privacy.wrap(
+            algorithms.get_algorithm(config, self.model, config.num_clients),
+            self.privacy,
+            config.seed,
+        )
+        round_fn = build_round_fn(
+            algorithm,
             num_clients=config.num_clients,
             clients_per_round=self.clients_per_round,
             chunk_size=self.chunk_size,
@@ -144,21 +167,16 @@ class Experiment:
             sampling=config.client_sampling,
             mesh=self.mesh,
         )
-        self.start_model = None
-        if config.init_from:
-            self.start_model = model_file.load_model(config.init_from)
-            self._check_start_model()
-        self.personal_acc = None
-        self.predict_correct = evaluate.build_predict_correct(self.model, config.eval_batch_size)
-        self.personal_eval = None
-        if self.algorithm.personalize is not None:
-            self.personal_eval = evaluate.build_personal_eval(
+        personal_eval = None
+        if algorithm.personalize is not None:
+            personal_eval = evaluate.build_personal_eval(
                 self.model,
-                self.algorithm.personalize,
+                algorithm.personalize,
                 epochs=config.finetune_epochs,
                 batch_size=config.batch_size,
                 chunk=self.chunk_size,
             )
+        return Programs(algorithm, round_fn, personal_eval)
 
     def initial_model(self):
         """The seed's initialisation, or the ``init_from`` model (factorised by SVD for a factorised
@@ -254,12 +272,14 @@ class Experiment:
             "clip_norm": float(server_state.clip),
         }
 
-    def evaluate_personal(self, personal_eval, server_state, client_states, federation, test):
-        """Each client's own deployed model on its own test split, and what it stores."""
-        key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 2)
-        hits, model_bytes, values_bytes, density = jax.device_get(
-            personal_eval(server_state, client_states, federation, *test, key)
-        )
+    def keys(self):
+        """``(round_key, personal_eval_key)`` of this run's seed."""
+        seed = jax.random.PRNGKey(self.config.seed)
+        return jax.random.fold_in(seed, 1), jax.random.fold_in(seed, 2)
+
+    def personal_metrics(self, hits, model_bytes, values_bytes, density) -> dict:
+        """Each client's own deployed model on its own test split, and what it stores, from the
+        host arrays ``personal_eval`` returns."""
         return {
             "personal_acc": hits / np.maximum(self.data.num_test, 1),
             "model_mb": float(model_bytes.astype(np.float64).mean()) / 1e6,
@@ -294,7 +314,7 @@ class Experiment:
         )
         counters = {k: v.item() for k, v in start.counters.items()}
         elapsed = lambda: counters["elapsed_s"] + time.perf_counter() - t0
-        key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 1)
+        key, personal_key = self.keys()
         donate = (0, 1) if jax.default_backend() != "cpu" else ()
         round_fn = (
             jax.jit(self.round_fn, donate_argnums=donate)
@@ -309,7 +329,7 @@ class Experiment:
         if self.personal_eval is not None:
             personal_eval = (
                 jax.jit(self.personal_eval)
-                .lower(server_state, client_states, federation, *test, key)
+                .lower(server_state, client_states, federation, *test, personal_key)
                 .compile()
             )
         compile_s = time.perf_counter() - t0
@@ -321,46 +341,22 @@ class Experiment:
                 server_state, client_states, federation, jnp.int32(r), key
             )
             m = jax.device_get(m)
-            counters["train_s"] += time.perf_counter() - t_round
-            counters["up_bytes"] += int(m.up_bytes.astype(np.int64).sum())
-            counters["down_bytes"] += int(m.down_bytes.astype(np.int64).sum())
-            counters["samples"] += int(m.num_examples.astype(np.int64).sum()) * c.local_epochs
-            counters["clients_failed_total"] += int(m.failed.sum())
-            counters["clients_dropped_total"] += int(m.dropped.sum())
+            self.account(counters, m, time.perf_counter() - t_round)
             metrics = None
-            if (r + 1) % c.eval_every == 0 or r + 1 == c.rounds:
-                acc = self.evaluate(server_state.model, x_test, y_test, predict)
+            if self.evaluates_after(r):
+                personal = None
                 if personal_eval is not None:
-                    acc.update(
-                        self.evaluate_personal(
-                            personal_eval, server_state, client_states, federation, test
+                    personal = self.personal_metrics(
+                        *jax.device_get(
+                            personal_eval(
+                                server_state, client_states, federation, *test, personal_key
+                            )
                         )
                     )
-                global_acc = acc["global_acc"]
-                personal = acc["personal_acc"]
-                ok = m.participated & ~m.failed
-                metrics = {
-                    "round": r + 1,
-                    "wall_s": elapsed(),
-                    "loss": float(m.loss[ok].mean()) if ok.any() else None,
-                    "global_acc": acc["global_acc"],
-                    "personal_acc_mean": float(personal.mean()),
-                    "personal_acc_worst10": evaluate.worst_fraction_mean(personal),
-                    "up_mb": counters["up_bytes"] / 1e6,
-                    "down_mb": counters["down_bytes"] / 1e6,
-                    "model_mb": acc["model_mb"],
-                    "model_mb_values": acc["model_mb_values"],
-                    "density": acc["density"],
-                    "params": acc["params"],
-                    "clients_failed": int(m.failed.sum()),
-                    "clients_dropped": int(m.dropped.sum()),
-                    "clients_failed_total": counters["clients_failed_total"],
-                    "clients_participated": int(m.participated.sum()),
-                    **self.privacy_metrics(server_state, r + 1),
-                    **self.evaluate_submodels(server_state, x_test, y_test, predict),
-                }
-                self.personal_acc = personal
-                last = metrics
+                metrics = self.round_metrics(
+                    r, m, server_state, counters, elapsed(), (x_test, y_test, predict), personal
+                )
+                global_acc, last = metrics["global_acc"], metrics
             traffic_mb = (counters["up_bytes"] + counters["down_bytes"]) / 1e6
             state = RunState(
                 r + 1,
@@ -369,11 +365,58 @@ class Experiment:
                 {**_as_arrays(counters), "elapsed_s": np.asarray(elapsed())},
             )
             yield Record(r + 1, metrics, global_acc, traffic_mb, state)
+        self.finish(last, counters, compile_s, elapsed())
+
+    def account(self, counters: dict, m, train_s: float) -> None:
+        """Adds round metrics ``m`` (host arrays) to the run's cumulative ``counters``."""
+        counters["train_s"] += train_s
+        counters["up_bytes"] += int(m.up_bytes.astype(np.int64).sum())
+        counters["down_bytes"] += int(m.down_bytes.astype(np.int64).sum())
+        counters["samples"] += int(m.num_examples.astype(np.int64).sum()) * self.config.local_epochs
+        counters["clients_failed_total"] += int(m.failed.sum())
+        counters["clients_dropped_total"] += int(m.dropped.sum())
+
+    def evaluates_after(self, r: int) -> bool:
+        """Whether round ``r`` (0-based) ends with an evaluation."""
+        return (r + 1) % self.config.eval_every == 0 or r + 1 == self.config.rounds
+
+    def round_metrics(self, r, m, server_state, counters, wall_s, test, personal) -> dict:
+        """The contract's metrics.jsonl row after round ``r``; ``test`` is ``(x_test, y_test,
+        predict)``, ``personal`` the ``personal_metrics`` of the round (None: the server model)."""
+        x_test, y_test, predict = test
+        acc = self.evaluate(server_state.model, x_test, y_test, predict)
+        acc.update(personal or {})
+        personal_acc = acc["personal_acc"]
+        ok = m.participated & ~m.failed
+        self.personal_acc = personal_acc
+        return {
+            "round": r + 1,
+            "wall_s": wall_s,
+            "loss": float(m.loss[ok].mean()) if ok.any() else None,
+            "global_acc": acc["global_acc"],
+            "personal_acc_mean": float(personal_acc.mean()),
+            "personal_acc_worst10": evaluate.worst_fraction_mean(personal_acc),
+            "up_mb": counters["up_bytes"] / 1e6,
+            "down_mb": counters["down_bytes"] / 1e6,
+            "model_mb": acc["model_mb"],
+            "model_mb_values": acc["model_mb_values"],
+            "density": acc["density"],
+            "params": acc["params"],
+            "clients_failed": int(m.failed.sum()),
+            "clients_dropped": int(m.dropped.sum()),
+            "clients_failed_total": counters["clients_failed_total"],
+            "clients_participated": int(m.participated.sum()),
+            **self.privacy_metrics(server_state, r + 1),
+            **self.evaluate_submodels(server_state, x_test, y_test, predict),
+        }
+
+    def finish(self, last: dict, counters: dict, compile_s: float, wall_s: float) -> None:
+        """Sets ``self.summary``: the last evaluation plus the run's totals."""
         self.summary = {
             **last,
             "compile_s": compile_s,
-            "wall_s": elapsed(),
-            "rounds": c.rounds,
+            "wall_s": wall_s,
+            "rounds": self.config.rounds,
             "samples_per_s": counters["samples"] / counters["train_s"]
             if counters["train_s"] > 0
             else None,

@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from fedsim.errors import ConfigError  # noqa: E402
 
@@ -99,3 +100,35 @@ def plot_federation(data, out_dir: Path, title: str) -> list[Path]:
     fig.savefig(sizes_png, dpi=120)
     plt.close(fig)
     return [labels_png, sizes_png]
+
+
+def plot_sweep(results: list[dict], path: Path) -> Path:
+    """``fedsim sweep``'s summary figure: final global and personal accuracy per cell, cells that
+    differ only in ``seed`` pooled into one bar (mean, with the seeds' standard deviation)."""
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        rest = {k: v for k, v in r["overrides"].items() if k != "seed"}
+        groups.setdefault("-".join(f"{k}={v}" for k, v in rest.items()) or "all", []).append(r)
+    names = list(groups)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(names) + 2), 4))
+    width = 0.4
+    for offset, field in ((-width / 2, "global_acc"), (width / 2, "personal_acc_mean")):
+        values = [[r["summary"].get(field) or 0.0 for r in groups[n]] for n in names]
+        ax.bar(
+            [i + offset for i in range(len(names))],
+            [np.mean(v) for v in values],
+            width,
+            yerr=[np.std(v) for v in values],
+            capsize=3,
+            label=field,
+        )
+    seeds = max(len(g) for g in groups.values())
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(
+        "final accuracy" + (f" (mean ± sd over up to {seeds} seeds)" if seeds > 1 else "")
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
