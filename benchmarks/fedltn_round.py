@@ -11,7 +11,8 @@ import argparse
 import json
 
 import jax
-from round_timing import interleaved_medians
+
+from fedsim.bench import compiled_round, interleaved_medians
 
 SETTINGS = {
     "comparison (54 examples/client, E=2, B=16)": "",
@@ -28,7 +29,7 @@ def main():
     for name, extra in SETTINGS.items():
         configs = {a: "configs/fedltn.py:" + ",".join(filter(None, [f"algorithm={a}", extra]))
                    for a in ("fedavg", "fedltn")}  # fmt: skip
-        med = interleaved_medians(configs, args.rounds)
+        med = interleaved_medians({a: compiled_round(c) for a, c in configs.items()}, args.rounds)
         rows.append({
             "suite": "fedltn_round", "setting": name, "device": str(jax.devices()[0]),
             "model": "bn_cnn", "clients_per_round": 10, "rounds_timed": args.rounds,

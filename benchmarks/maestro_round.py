@@ -12,7 +12,8 @@ import argparse
 import json
 
 import jax
-from round_timing import interleaved_medians
+
+from fedsim.bench import compiled_round, interleaved_medians
 
 CONFIGS = {
     "fedavg": "configs/maestro.py:mode=federated,method=dense",
@@ -25,7 +26,7 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
-    med = interleaved_medians(CONFIGS, args.rounds)
+    med = interleaved_medians({a: compiled_round(c) for a, c in CONFIGS.items()}, args.rounds)
     row = {
         "suite": "maestro_round", "setting": "configs/maestro.py mode=federated",
         "device": str(jax.devices()[0]), "model": "cnn 8/16/128", "clients_per_round": 10,

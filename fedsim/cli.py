@@ -12,11 +12,13 @@ from ml_collections import config_flags
 
 from fedsim.errors import ConfigError
 
-COMMANDS = ("run", "sweep", "data", "plot")
+COMMANDS = ("run", "sweep", "data", "plot", "bench")
 USAGE = (
     "usage: fedsim run --config configs/NAME.py[:ARG] [--config.KEY=VALUE ...] --workdir DIR | "
     "fedsim sweep --config ... --workdir DIR | fedsim data --config ... [--out DIR] | "
-    "fedsim plot --workdir DIR [DIR ...] [--out DIR]"
+    "fedsim plot --workdir DIR [DIR ...] [--out DIR] | "
+    "fedsim bench --suite round|algorithms|pfl [--out FILE.json] [--clients K [K ...]] [--rounds N] "
+    "[--quick]"
 )
 
 
@@ -35,6 +37,30 @@ def plot_command(args: list[str]) -> None:
     parsed = parser.parse_args(args)
     for path in plot_runs(parsed.workdir, parsed.out or parsed.workdir[0]):
         print(path)
+
+
+def bench_command(args: list[str]) -> None:
+    """``fedsim bench --suite NAME [--out FILE.json] [--clients K ...] [--rounds N] [--quick]``:
+    a performance suite (``fedsim.bench``), its rows printed and written as JSON."""
+    import json
+
+    from fedsim import bench
+
+    parser = _ArgumentParser(prog="fedsim bench", add_help=False)
+    parser.add_argument("--suite", required=True)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--clients", type=int, nargs="+", default=None)
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--quick", action="store_true")
+    parsed = parser.parse_args(args)
+    rows = bench.run_suite(
+        parsed.suite, clients=parsed.clients, rounds=parsed.rounds, quick=parsed.quick
+    )
+    out = parsed.out or bench.default_out(parsed.suite)
+    bench.write_json(rows, out)
+    for row in rows:
+        print(json.dumps(row))
+    print(out)
 
 
 def _one_line(err: BaseException) -> str:
@@ -129,30 +155,22 @@ def _config_spec(args: list[str]) -> tuple[list[str], str]:
 
 
 def sweep_command(args: list[str]) -> None:
-    """``fedsim sweep --config FILE.py[:ARG] ... --workdir DIR``: one run per cell of the config's
-    ``get_sweep()`` in ``DIR/<key=value-...>`` (finished cells are skipped, interrupted ones resume),
-    then ``DIR/sweep.json`` with every cell's overrides and summary."""
-    import json
-
+    """``fedsim sweep --config FILE.py[:ARG] ... --workdir DIR``: every cell of the config's
+    ``get_sweep()`` in ``DIR/<key=value-...>`` (``fedsim.sweep``: new cells that differ only in seeds
+    or numeric hyper-parameters train as one vmapped program), then ``DIR/sweep.json``,
+    ``DIR/results.csv`` and ``DIR/sweep.png``."""
     from fedsim.config import sweep_cells
-    from fedsim.driver import run
+    from fedsim.sweep import run_sweep
 
     _, workdir = parse_config_flags(args)  # every flag checked once, before any run starts
     rest, spec = _config_spec(args)
     path, _, base_arg = spec.partition(":")
-    cells = [(overrides, None) for overrides in sweep_cells(path)]
-    for i, (overrides, _) in enumerate(cells):  # every cell's config checked before any run
+    cells = []
+    for overrides in sweep_cells(path):  # every cell's config checked before any run
         arg = ",".join(filter(None, [base_arg, *(f"{k}={v}" for k, v in overrides.items())]))
-        cells[i] = (overrides, parse_config_flags([f"--config={path}:{arg}", *rest])[0])
-    results = []
-    for overrides, config in cells:
-        name = "-".join(f"{k}={v}" for k, v in overrides.items()) or "default"
-        print(f"sweep cell {name}", flush=True)
-        summary = run(config, Path(workdir) / name)
-        results.append({"cell": name, "overrides": overrides, "summary": summary})
-    out = Path(workdir) / "sweep.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(out)
+        cells.append((overrides, parse_config_flags([f"--config={path}:{arg}", *rest])[0]))
+    run_sweep(cells, workdir)
+    print(Path(workdir) / "sweep.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +181,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(
                 f"command {given!r} is unknown; accepted: {', '.join(COMMANDS)}. {USAGE}"
             )
-        commands = {"plot": plot_command, "data": data_command, "sweep": sweep_command}
+        commands = {
+            "plot": plot_command,
+            "data": data_command,
+            "sweep": sweep_command,
+            "bench": bench_command,
+        }
         if argv[0] in commands:
             commands[argv[0]](argv[1:])
             return 0

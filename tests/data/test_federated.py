@@ -202,6 +202,7 @@ EXPECTED_SIZES = {
     "mnist_subset": ((28, 28, 1), 4000, 1000),
     "digits": ((8, 8, 1), 1438, 359),
     "synthetic": ((28, 28, 1), 2000, 500),
+    "synthetic_cifar": ((32, 32, 3), 50000, 10000),
 }
 
 

@@ -1,0 +1,338 @@
+"""Performance suites behind ``fedsim bench --suite NAME``, measured as ../shared/BENCHMARKS.md asks.
+
+A timing is quoted as a ratio measured side by side in one process: every way of running a round is
+compiled and warmed up first, then all are timed in turn (A, B, C, A, B, C, ...) and each keeps its
+median, so load on a shared machine affects all alike.
+
+- ``round``: one FedAvg round of K clients, each 5 local SGD steps of batch 32 on the FedAvg CNN with
+  synthetic CIFAR-shaped data resident on the device, run three ways: fedsim's compiled round (chunk
+  size as the engine picks it), one centralised model doing the same SGD work at batch K * 32 (the
+  compute limit for the same FLOPs) and a Python loop calling a jitted ``local_train`` per client (how
+  most simulators run).
+- ``algorithms``: FedProx, SCAFFOLD, FedLTN and Maestro round time over FedAvg's, one shared setting.
+- ``pfl``: pfl-research's CIFAR-10 benchmark setup run end to end by ``Experiment``: compile, rounds
+  and evaluations.
+"""
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fedsim.algorithms.base import ClientTask, Dataset
+from fedsim.algorithms.fedavg import fedavg
+from fedsim.algorithms.local import local_train
+from fedsim.config import load_config
+from fedsim.engine.loop import Experiment
+from fedsim.engine.round import Federation, build_round_fn, resolve_chunk_size
+from fedsim.errors import ConfigError
+from fedsim.models import get_model
+
+SUITES = ("round", "algorithms", "pfl")
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+LOCAL_STEPS, BATCH_SIZE = 5, 32
+CIFAR_SHAPE, CIFAR_TRAIN = (32, 32, 3), 50_000  # more clients than CIFAR-10 holds share examples
+CENTRAL_MAX_CLIENTS = {"cpu": 100}  # clients per centralised batch (memory); elsewhere 1,000
+LOOP_MAX_CLIENTS = {"cpu": 100}  # the per-client loop is timed up to this K; elsewhere 1,000
+
+ALGORITHMS = ("fedavg", "fedprox", "scaffold", "fedltn", "maestro")
+ALGORITHMS_SETTING = (  # the round suite's K = 10, with the 10 % validation split FedLTN prunes on
+    "model=cnn,dataset=synthetic_cifar,train_examples=16000,partition=iid,num_clients=100,"
+    "clients_per_round=10,local_epochs=1,batch_size=32,val_fraction=0.1"
+)
+ALGORITHMS_QUICK = (  # Maestro without rank sampling and shrinking compiles ~3x faster
+    "smoke,dataset=synthetic,partition=iid,val_fraction=0.1,ordered_dropout=False,shrink_every=0"
+)
+
+PFL_ROUNDS = 1500
+PFL_SETTING = (  # pfl-research's CIFAR-10 benchmark: 1,000 clients of 50 examples
+    "model=cnn,dataset=synthetic_cifar,partition=iid,num_clients=1000,clients_per_round=50,"
+    "local_epochs=1,batch_size=10,eval_every=10,client_lr=0.1"
+)
+PFL_QUICK = "smoke,dataset=synthetic,partition=iid,num_clients=20,clients_per_round=5,batch_size=10"
+PFL_NOTE = (
+    "pfl-research was not measured on this machine: it needs PyTorch or TensorFlow, which are not "
+    "installed here, and nothing may be pip-installed; run both on the same GPU with the same "
+    "synthetic CIFAR-shaped data to fill pfl_research_wall_s"
+)
+
+
+def device_fields() -> dict:
+    device = jax.devices()[0]
+    return {"device": device.device_kind, "platform": device.platform}
+
+
+def peak_memory_bytes() -> int | None:
+    """The device's peak bytes in use so far (None where the backend does not report it)."""
+    stats = jax.devices()[0].memory_stats()
+    return stats.get("peak_bytes_in_use") if stats else None
+
+
+def interleaved_medians(timers: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Median seconds of each timer (a warmed-up no-argument function returning its seconds), called
+    in turn (A, B, A, B, ...) ``repeats`` times."""
+    times = {name: [] for name in timers}
+    for _ in range(repeats):
+        for name, timer in timers.items():
+            times[name].append(timer())
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _timer(run: Callable[[], object]) -> Callable[[], float]:
+    """``run`` as a warmed-up timer: each call runs it, waits for its result and returns seconds."""
+
+    def seconds():
+        t = time.perf_counter()
+        jax.block_until_ready(run())
+        return time.perf_counter() - t
+
+    seconds()
+    return seconds
+
+
+def compiled_round(spec: str) -> Callable[[], float]:
+    """A timer running the next round of config ``spec`` (``FILE.py:ARG``), compiled and warmed up."""
+    experiment = Experiment(load_config(spec))
+    server, clients = experiment.init()
+    federation, key = experiment.federation(), jax.random.PRNGKey(0)
+    fn = (
+        jax.jit(experiment.round_fn).lower(server, clients, federation, jnp.int32(0), key).compile()
+    )
+    state = {"server": server, "clients": clients, "round": 0}
+
+    def one_round():
+        out = fn(state["server"], state["clients"], federation, jnp.int32(state["round"]), key)
+        state.update(server=out[0], clients=out[1], round=state["round"] + 1)
+        return out
+
+    return _timer(one_round)
+
+
+def _task(indices, key) -> ClientTask:
+    """The schedule ``indices`` (``[steps, batch]``, every slot a real example) as one client's task."""
+    no_validation = (jnp.zeros((0,), jnp.int32), jnp.zeros((0,), bool))
+    return ClientTask(
+        indices, jnp.ones(indices.shape, bool), jnp.int32(indices.size), key, jnp.int32(0),
+        *no_validation,
+    )  # fmt: skip
+
+
+class _RoundSetting:
+    """The round suite's model, optimiser, starting weights and device-resident example pool."""
+
+    def __init__(self, max_clients: int, model_kwargs: dict):
+        self.model = get_model("cnn", 10, **model_kwargs)
+        self.optimizer = optax.sgd(0.01)
+        x_key, y_key, init_key, self.key = jax.random.split(jax.random.PRNGKey(0), 4)
+        pool = min(max_clients * LOCAL_STEPS * BATCH_SIZE, CIFAR_TRAIN)
+        self.dataset = Dataset(
+            jax.random.uniform(x_key, (pool, *CIFAR_SHAPE)),
+            jax.random.randint(y_key, (pool,), 0, 10),
+        )
+        self.start = self.model.init(init_key, self.dataset.x[:1])
+        self.platform = jax.default_backend()
+
+    def client_indices(self, clients: int) -> jax.Array:
+        """``[K, 160]``: client ``k`` holds pool examples ``160 k ...`` (wrapping around the pool)."""
+        per_client = LOCAL_STEPS * BATCH_SIZE
+        flat = jnp.arange(clients * per_client, dtype=jnp.int32) % self.dataset.x.shape[0]
+        return flat.reshape(clients, per_client)
+
+    def fedsim_round(self, clients: int) -> tuple[Callable[[], float], dict]:
+        """fedsim's compiled FedAvg round of ``clients`` clients as a timer, and its compile time,
+        chunk size and memory (read right after its first round)."""
+        algorithm = fedavg(self.model, self.optimizer)
+        chunk_size = resolve_chunk_size(0, clients, self.platform)
+        round_fn = build_round_fn(
+            algorithm, num_clients=clients, clients_per_round=clients, chunk_size=chunk_size,
+            local_epochs=1, batch_size=BATCH_SIZE,
+        )  # fmt: skip
+        federation = Federation(
+            *self.dataset,
+            self.client_indices(clients),
+            jnp.full((clients,), LOCAL_STEPS * BATCH_SIZE, jnp.int32),
+        )
+        server = algorithm.server_init(jax.tree.map(jnp.copy, self.start))
+        donate = () if self.platform == "cpu" else (0,)  # as Experiment does
+        t = time.perf_counter()
+        compiled = (
+            jax.jit(round_fn, donate_argnums=donate)
+            .lower(server, (), federation, jnp.int32(0), self.key)
+            .compile()
+        )
+        compile_s = time.perf_counter() - t
+        state = {"server": server, "round": 0}
+
+        def one_round():
+            server, _, metrics = compiled(
+                state["server"], (), federation, jnp.int32(state["round"]), self.key
+            )
+            state.update(server=server, round=state["round"] + 1)
+            return server, metrics
+
+        timer = _timer(one_round)
+        return timer, {
+            "chunk_size": chunk_size,
+            "compile_s": compile_s,
+            "peak_memory_bytes": peak_memory_bytes(),
+            "round_temp_bytes": compiled.memory_analysis().temp_size_in_bytes,
+        }
+
+    def _trained(self, start, indices, dataset):
+        """The model after ``local_train`` from ``start`` over the schedule ``indices``."""
+        task = _task(indices, self.key)
+        return local_train(self.model, self.optimizer, start, task, dataset).model
+
+    def central(self, clients: int) -> tuple[Callable[[], float], int, int]:
+        """One model doing the round's SGD work at batch ``K * 32`` (capped for memory, with more
+        steps then): a timer, its batch size and the samples one call processes."""
+        group = min(clients, CENTRAL_MAX_CLIENTS.get(self.platform, 1000))
+        batch = group * BATCH_SIZE
+        steps = math.ceil(clients * LOCAL_STEPS / group)
+        indices = (jnp.arange(steps * batch, dtype=jnp.int32) % self.dataset.x.shape[0]).reshape(
+            steps, batch
+        )
+        train = jax.jit(self._trained)
+        return _timer(lambda: train(self.start, indices, self.dataset)), batch, steps * batch
+
+    def loop(self, clients: int) -> Callable[[], float]:
+        """A Python loop over the clients, each a jitted ``local_train`` call, summed, then the mean."""
+        schedules = list(self.client_indices(clients).reshape(clients, LOCAL_STEPS, BATCH_SIZE))
+        client_update = jax.jit(self._trained)
+        add = jax.jit(lambda total, params: jax.tree.map(jnp.add, total, params))
+
+        def round_mean():
+            total = jax.tree.map(jnp.zeros_like, self.start.params)
+            for indices in schedules:
+                total = add(total, client_update(self.start, indices, self.dataset).params)
+            return jax.tree.map(lambda leaf: leaf / clients, total)
+
+        return _timer(round_mean)
+
+
+def round_suite(clients: tuple[int, ...], repeats: int, model_kwargs: dict) -> list[dict]:
+    """fedsim's round against the centralised run and the per-client loop, one row per K.
+
+    Every K's fedsim round is compiled and run once first, in increasing K, so the device's peak
+    memory after it is fedsim's own (no central or loop run has raised it yet).
+    """
+    setting = _RoundSetting(max(clients), model_kwargs)
+    rounds = {k: setting.fedsim_round(k) for k in sorted(clients)}
+    rows = []
+    for k in clients:
+        fedsim_timer, fedsim_fields = rounds[k]
+        central_timer, central_batch, central_samples = setting.central(k)
+        timers = {"fedsim": fedsim_timer, "central": central_timer}
+        if k <= LOOP_MAX_CLIENTS.get(setting.platform, 1000):
+            timers["loop"] = setting.loop(k)
+        seconds = interleaved_medians(timers, repeats)
+        samples = k * LOCAL_STEPS * BATCH_SIZE
+        fedsim_rate = samples / seconds["fedsim"]
+        central_rate = central_samples / seconds["central"]
+        loop_rate = samples / seconds["loop"] if "loop" in seconds else None
+        rows.append({
+            "suite": "round", **device_fields(), "model": "cnn", "model_kwargs": model_kwargs,
+            "clients_per_round": k, "local_steps": LOCAL_STEPS, "batch_size": BATCH_SIZE,
+            "dtype": "float32", "rounds_timed": repeats, "central_batch_size": central_batch,
+            "fedsim_round_s": seconds["fedsim"], "fedsim_samples_per_s": fedsim_rate,
+            "central_samples_per_s": central_rate, "loop_samples_per_s": loop_rate,
+            "ratio_vs_central": fedsim_rate / central_rate,
+            "ratio_vs_loop": fedsim_rate / loop_rate if loop_rate else None,
+            **fedsim_fields,
+        })  # fmt: skip
+    return rows
+
+
+def algorithms_suite(setting: str, repeats: int) -> list[dict]:
+    """Round time of each of ``ALGORITHMS`` over FedAvg's in ``configs/fedavg.py:<setting>``
+    (Maestro on the factorised twin of the same model)."""
+    specs = {a: f"{CONFIGS / 'fedavg.py'}:{setting},algorithm={a}" for a in ALGORITHMS}
+    specs["maestro"] += ",model_kwargs={'factorized':True}"
+    seconds = interleaved_medians({a: compiled_round(s) for a, s in specs.items()}, repeats)
+    config = load_config(specs["fedavg"])
+    rows = []
+    for a in ALGORITHMS:
+        rows.append({
+            "suite": "algorithms", **device_fields(), "model": config.model,
+            "dataset": config.dataset, "setting": setting, "algorithm": a,
+            "clients_per_round": config.clients_per_round, "local_epochs": config.local_epochs,
+            "batch_size": config.batch_size, "dtype": "float32", "rounds_timed": repeats,
+            "round_s": seconds[a], "fedavg_round_s": seconds["fedavg"],
+            "ratio_vs_fedavg": seconds[a] / seconds["fedavg"],
+        })  # fmt: skip
+    return rows
+
+
+def pfl_suite(setting: str, rounds: int) -> list[dict]:
+    """``rounds`` rounds of ``configs/fedavg.py:<setting>`` end to end (setup, compile, rounds,
+    evaluations), and the wall clock extrapolated to the benchmark's 1,500 rounds."""
+    t = time.perf_counter()
+    experiment = Experiment(load_config(f"{CONFIGS / 'fedavg.py'}:{setting},rounds={rounds}"))
+    setup_s = time.perf_counter() - t
+    evaluations = 0
+    for record in experiment.records():
+        evaluations += record.metrics is not None
+    config, summary = experiment.config, experiment.summary
+    train_s = float(record.state.counters["train_s"])
+    eval_s = summary["wall_s"] - summary["compile_s"] - train_s  # and per-round bookkeeping
+    full_evaluations = math.ceil(PFL_ROUNDS / config.eval_every)
+    full_s = (
+        setup_s
+        + summary["compile_s"]
+        + train_s * PFL_ROUNDS / rounds
+        + eval_s * full_evaluations / evaluations
+    )
+    row = {
+        "suite": "pfl", **device_fields(), "model": config.model, "dataset": config.dataset,
+        "num_clients": config.num_clients, "clients_per_round": config.clients_per_round,
+        "examples_per_client": int(experiment.data.num_examples.max()),
+        "local_epochs": config.local_epochs, "batch_size": config.batch_size,
+        "eval_every": config.eval_every, "dtype": "float32", "rounds_run": rounds,
+        "rounds_full": PFL_ROUNDS, "evaluations": evaluations, "setup_s": setup_s,
+        "compile_s": summary["compile_s"], "train_s": train_s, "eval_s": eval_s,
+        "round_s": train_s / rounds, "samples_per_s": summary["samples_per_s"],
+        "wall_s": setup_s + summary["wall_s"], "wall_s_full_extrapolated": full_s,
+        "global_acc": summary["global_acc"], "pfl_research_wall_s": None, "note": PFL_NOTE,
+    }  # fmt: skip
+    return [row]
+
+
+def run_suite(
+    suite: str, *, clients: list[int] | None = None, rounds: int | None = None, quick: bool = False
+) -> list[dict]:
+    """The rows of ``suite``. ``clients``: the round suite's K values; ``rounds``: rounds run (pfl)
+    or timed per way of running (round, algorithms); ``quick``: a tiny setting, for tests."""
+    if suite not in SUITES:
+        raise ConfigError(f"--suite {suite!r} is unknown; accepted: {', '.join(SUITES)}")
+    if clients is not None and suite != "round":
+        raise ConfigError(f"--clients applies to --suite round only, not to --suite {suite!r}")
+    for value in [*(clients or ()), *([] if rounds is None else [rounds])]:
+        if value < 1:
+            raise ConfigError(f"--clients/--rounds value {value} must be a positive integer")
+    if suite == "round":
+        cpu = jax.default_backend() == "cpu"
+        default_clients = (2,) if quick else (10, 100) if cpu else (10, 100, 1000, 10000)
+        model_kwargs = {"width": 4, "hidden": 16} if quick else {}
+        repeats = rounds or (1 if quick else 5)
+        return round_suite(tuple(clients or default_clients), repeats, model_kwargs)
+    if suite == "algorithms":
+        setting = ALGORITHMS_QUICK if quick else ALGORITHMS_SETTING
+        return algorithms_suite(setting, rounds or (1 if quick else 10))
+    return pfl_suite(PFL_QUICK if quick else PFL_SETTING, rounds or (2 if quick else PFL_ROUNDS))
+
+
+def default_out(suite: str) -> Path:
+    """``benchmarks/results/<suite>_<platform>.json``."""
+    return Path("benchmarks/results") / f"{suite}_{jax.default_backend()}.json"
+
+
+def write_json(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=2) + "\n")
