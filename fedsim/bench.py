@@ -1,8 +1,8 @@
 """Performance suites behind ``fedsim bench --suite NAME``, measured as ../shared/BENCHMARKS.md asks.
 
 A timing is quoted as a ratio measured side by side in one process: every way of running a round is
-compiled and warmed up first, then all are timed in turn (A, B, C, A, B, C, ...) and each keeps its
-median, so load on a shared machine affects all alike.
+compiled ahead of time, then all are timed in turn (A, B, C, A, B, C, ...) and each keeps its median
+(which also drops a slow first call), so load on a shared machine affects all alike.
 
 - ``round``: one FedAvg round of K clients, each 5 local SGD steps of batch 32 on the FedAvg CNN with
   synthetic CIFAR-shaped data resident on the device, run three ways: fedsim's compiled round (chunk
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from fedsim.algorithms.base import ClientTask, Dataset
@@ -76,8 +77,8 @@ def peak_memory_bytes() -> int | None:
 
 
 def interleaved_medians(timers: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
-    """Median seconds of each timer (a warmed-up no-argument function returning its seconds), called
-    in turn (A, B, A, B, ...) ``repeats`` times."""
+    """Median seconds of each timer (a no-argument function returning its seconds), called in turn
+    (A, B, A, B, ...) ``repeats`` times."""
     times = {name: [] for name in timers}
     for _ in range(repeats):
         for name, timer in timers.items():
@@ -86,19 +87,18 @@ def interleaved_medians(timers: dict[str, Callable[[], float]], repeats: int) ->
 
 
 def _timer(run: Callable[[], object]) -> Callable[[], float]:
-    """``run`` as a warmed-up timer: each call runs it, waits for its result and returns seconds."""
+    """``run`` as a timer: each call runs it, waits for its result and returns the seconds taken."""
 
     def seconds():
         t = time.perf_counter()
         jax.block_until_ready(run())
         return time.perf_counter() - t
 
-    seconds()
     return seconds
 
 
 def compiled_round(spec: str) -> Callable[[], float]:
-    """A timer running the next round of config ``spec`` (``FILE.py:ARG``), compiled and warmed up."""
+    """A timer running the next round of config ``spec`` (``FILE.py:ARG``), compiled ahead of time."""
     experiment = Experiment(load_config(spec))
     server, clients = experiment.init()
     federation, key = experiment.federation(), jax.random.PRNGKey(0)
@@ -130,13 +130,15 @@ class _RoundSetting:
     def __init__(self, max_clients: int, model_kwargs: dict):
         self.model = get_model("cnn", 10, **model_kwargs)
         self.optimizer = optax.sgd(0.01)
-        x_key, y_key, init_key, self.key = jax.random.split(jax.random.PRNGKey(0), 4)
+        init_key, self.key = jax.random.split(jax.random.PRNGKey(0))
         pool = min(max_clients * LOCAL_STEPS * BATCH_SIZE, CIFAR_TRAIN)
+        rng = np.random.default_rng(0)
         self.dataset = Dataset(
-            jax.random.uniform(x_key, (pool, *CIFAR_SHAPE)),
-            jax.random.randint(y_key, (pool,), 0, 10),
+            jnp.asarray(rng.random((pool, *CIFAR_SHAPE), np.float32)),
+            jnp.asarray(rng.integers(0, 10, pool, np.int32)),
         )
-        self.start = self.model.init(init_key, self.dataset.x[:1])
+        init = jax.jit(self.model.init)  # one compile instead of one per eager op
+        self.start = init(init_key, self.dataset.x[:1])
         self.platform = jax.default_backend()
 
     def client_indices(self, clients: int) -> jax.Array:
@@ -147,7 +149,8 @@ class _RoundSetting:
 
     def fedsim_round(self, clients: int) -> tuple[Callable[[], float], dict]:
         """fedsim's compiled FedAvg round of ``clients`` clients as a timer, and its compile time,
-        chunk size and memory (read right after its first round)."""
+        chunk size and memory. Where the device reports memory the first round runs here, so that
+        the peak read after it is this round's (nothing bigger has run yet)."""
         algorithm = fedavg(self.model, self.optimizer)
         chunk_size = resolve_chunk_size(0, clients, self.platform)
         round_fn = build_round_fn(
@@ -178,6 +181,8 @@ class _RoundSetting:
             return server, metrics
 
         timer = _timer(one_round)
+        if peak_memory_bytes() is not None:
+            timer()
         return timer, {
             "chunk_size": chunk_size,
             "compile_s": compile_s,
@@ -199,17 +204,20 @@ class _RoundSetting:
         indices = (jnp.arange(steps * batch, dtype=jnp.int32) % self.dataset.x.shape[0]).reshape(
             steps, batch
         )
-        train = jax.jit(self._trained)
+        train = jax.jit(self._trained).lower(self.start, indices, self.dataset).compile()
         return _timer(lambda: train(self.start, indices, self.dataset)), batch, steps * batch
 
     def loop(self, clients: int) -> Callable[[], float]:
         """A Python loop over the clients, each a jitted ``local_train`` call, summed, then the mean."""
         schedules = list(self.client_indices(clients).reshape(clients, LOCAL_STEPS, BATCH_SIZE))
-        client_update = jax.jit(self._trained)
-        add = jax.jit(lambda total, params: jax.tree.map(jnp.add, total, params))
+        client_update = (
+            jax.jit(self._trained).lower(self.start, schedules[0], self.dataset).compile()
+        )
+        zeros = jax.tree.map(jnp.zeros_like, self.start.params)
+        add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b)).lower(zeros, zeros).compile()
 
         def round_mean():
-            total = jax.tree.map(jnp.zeros_like, self.start.params)
+            total = zeros
             for indices in schedules:
                 total = add(total, client_update(self.start, indices, self.dataset).params)
             return jax.tree.map(lambda leaf: leaf / clients, total)
@@ -220,8 +228,8 @@ class _RoundSetting:
 def round_suite(clients: tuple[int, ...], repeats: int, model_kwargs: dict) -> list[dict]:
     """fedsim's round against the centralised run and the per-client loop, one row per K.
 
-    Every K's fedsim round is compiled and run once first, in increasing K, so the device's peak
-    memory after it is fedsim's own (no central or loop run has raised it yet).
+    Every K's fedsim round is compiled first, in increasing K, so that a peak memory read after its
+    first round is fedsim's own (no central or loop run has raised it yet).
     """
     setting = _RoundSetting(max(clients), model_kwargs)
     rounds = {k: setting.fedsim_round(k) for k in sorted(clients)}
