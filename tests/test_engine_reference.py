@@ -63,7 +63,7 @@ def reference_local(model, fed, start, batches, correction=None):
     return params
 
 
-def run_engine(algorithm, fed, model_vars, clients_per_round, chunk_size):
+def run_engine(algorithm, fed, model_vars, clients_per_round, chunk_size, rounds=ROUNDS):
     server = algorithm.server_init(model_vars)
     clients = jax.tree.map(
         lambda a: jnp.stack([a] * NUM_CLIENTS), algorithm.client_init(model_vars)
@@ -78,7 +78,7 @@ def run_engine(algorithm, fed, model_vars, clients_per_round, chunk_size):
             batch_size=BATCH,
         )
     )
-    for r in range(ROUNDS):
+    for r in range(rounds):
         server, clients, _ = round_fn(server, clients, fed, jnp.int32(r), KEY)
     return server, clients
 

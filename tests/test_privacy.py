@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 from dp_accounting import pld, rdp
+from test_engine_reference import run_engine
 
 from fedsim import privacy
 from fedsim.algorithms.base import Dataset, FederatedAlgorithm
@@ -190,19 +191,7 @@ def test_vmapped_dp_round_equals_a_per_client_loop(toy, clients_per_round, chunk
     fed, model, init = toy
     settings = DPSettings(0.2, 0.8, clients_per_round)
     algorithm = dp_fedavg(fedavg(model, optax.sgd(LR)), settings, SEED)
-    round_fn = jax.jit(
-        build_round_fn(
-            algorithm,
-            num_clients=NUM_CLIENTS,
-            clients_per_round=clients_per_round,
-            chunk_size=chunk_size,
-            local_epochs=EPOCHS,
-            batch_size=BATCH,
-        )
-    )
-    server, clients = algorithm.server_init(init), ()
-    for r in range(3):
-        server, clients, _ = round_fn(server, clients, fed, jnp.int32(r), KEY)
+    server, _ = run_engine(algorithm, fed, init, clients_per_round, chunk_size, rounds=3)
     want = reference_dp_rounds(toy, settings, 3, clients_per_round)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(np.asarray(a), b, rtol=2e-4, atol=1e-6),
