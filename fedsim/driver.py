@@ -47,6 +47,16 @@ def _write_atomically(path: Path, content: str | bytes) -> None:
     os.replace(tmp, path)
 
 
+def _log_row(metrics_file, board, row: dict) -> None:
+    """One evaluation's metrics: a line of ``metrics.jsonl`` and the numbers to TensorBoard."""
+    metrics_file.write(json.dumps(row) + "\n")
+    metrics_file.flush()
+    for name, value in row.items():
+        if isinstance(value, int | float) and name != "round":
+            board.add_scalar(name, value, row["round"])
+    board.flush()
+
+
 def _metrics_up_to(path: Path, last_round: int) -> list[str]:
     """Complete metrics lines of rounds <= last_round (a killed run may leave a torn last line)."""
     if not path.exists():
@@ -95,12 +105,7 @@ def run(config, workdir: str | os.PathLike, progress: bool = True) -> dict:
         record = None
         for record in experiment.records(start):
             if record.metrics is not None:
-                metrics_file.write(json.dumps(record.metrics) + "\n")
-                metrics_file.flush()
-                for name, value in record.metrics.items():
-                    if isinstance(value, int | float) and name != "round":
-                        board.add_scalar(name, value, record.round)
-                board.flush()
+                _log_row(metrics_file, board, record.metrics)
             if record.round % every == 0 and record.round < config.rounds:
                 checkpoints.save(record.state)
             postfix = {"MB": f"{record.traffic_mb:.1f}"}
@@ -154,16 +159,11 @@ def run_grid(configs, workdirs: list, progress: bool = True) -> list[dict]:
     bar = tqdm(total=configs[0].rounds, desc=f"{len(configs)} cells", unit="round",
                disable=not progress)  # fmt: skip
     with bar:
-        for round_done, rows in grid.records():
+        for _, rows in grid.records():
             for workdir, board, row in zip(workdirs, boards, rows, strict=True):
-                if row is None:
-                    continue
-                with open(workdir / "metrics.jsonl", "a") as metrics_file:
-                    metrics_file.write(json.dumps(row) + "\n")
-                for name, value in row.items():
-                    if isinstance(value, int | float) and name != "round":
-                        board.add_scalar(name, value, round_done)
-                board.flush()
+                if row is not None:
+                    with open(workdir / "metrics.jsonl", "a") as metrics_file:
+                        _log_row(metrics_file, board, row)
             bar.update(1)
     for board in boards:
         board.close()

@@ -92,7 +92,10 @@ class Grid:
             [e.federation() for e in self.experiments]
         )
         self.test, self.test_axes = _stack_tree(
-            [(e.data.client_test_indices, e.data.num_test) for e in self.experiments]
+            [
+                (e.data.x_test, e.data.y_test, e.data.client_test_indices, e.data.num_test)
+                for e in self.experiments
+            ]
         )
         self.summaries: list[dict] = []
         self.final_states: list = []
@@ -111,12 +114,13 @@ class Grid:
             hparams, server, clients, federation, keys
         )
 
-    def grid_personal_eval(self, hparams, server, clients, federation, x_test, y_test, test, keys):
-        """Every cell's personal evaluation (``fedsim.metrics.evaluate.build_personal_eval``)."""
+    def grid_personal_eval(self, hparams, server, clients, federation, test, keys):
+        """Every cell's personal evaluation (``fedsim.metrics.evaluate.build_personal_eval``);
+        ``test`` is ``(x_test, y_test, client_test_indices, num_test)``, per cell or shared."""
 
         def one(hp, server, clients, federation, test, key):
             evaluate = self._programs(hp).personal_eval
-            return evaluate(server, clients, federation, x_test, y_test, *test, key)
+            return evaluate(server, clients, federation, *test, key)
 
         in_axes = (0, 0, 0, self.federation_axes, self.test_axes, 0)
         return jax.vmap(one, in_axes=in_axes)(hparams, server, clients, federation, test, keys)
@@ -134,27 +138,28 @@ class Grid:
         server, clients = stack([e.init() for e in exps])
         keys = [e.keys() for e in exps]
         round_keys, personal_keys = stack([k[0] for k in keys]), stack([k[1] for k in keys])
-        x_test, y_test = jnp.asarray(first.data.x_test), jnp.asarray(first.data.y_test)
+        cell = lambda tree, g: jax.tree.map(lambda a: a[g], tree)
+        # each cell's pooled test set (a view of the shared one where all cells have the same)
+        pooled, pooled_axes = self.test[:2], self.test_axes[:2]
+        cell_tests = [
+            tuple(t if axis is None else t[g] for t, axis in zip(pooled, pooled_axes, strict=True))
+            for g in range(cells)
+        ]
         args = (self.hparams, server, clients, self.federation)
         round_fn = (
             jax.jit(self.grid_round).lower(*args, jnp.int32(0), round_keys).compile()
         )  # fmt: skip
         predict = (
-            jax.jit(first.predict_correct)
-            .lower(jax.tree.map(lambda a: a[0], server.model), x_test, y_test)
-            .compile()
+            jax.jit(first.predict_correct).lower(cell(server.model, 0), *cell_tests[0]).compile()
         )
         personal_eval = None
         if first.personal_eval is not None:
             personal_eval = (
-                jax.jit(self.grid_personal_eval)
-                .lower(*args, x_test, y_test, self.test, personal_keys)
-                .compile()
+                jax.jit(self.grid_personal_eval).lower(*args, self.test, personal_keys).compile()
             )
         compile_s = time.perf_counter() - t0
         counters = [{k: v.item() for k, v in _zero_counters().items()} for _ in exps]
         last = [None] * cells
-        cell = lambda tree, g: jax.tree.map(lambda a: a[g], tree)
         for r in range(first.config.rounds):
             t_round = time.perf_counter()
             server, clients, m = round_fn(
@@ -169,18 +174,16 @@ class Grid:
                 personal = None
                 if personal_eval is not None:
                     personal = jax.device_get(
-                        personal_eval(
-                            self.hparams, server, clients, self.federation, x_test, y_test,
-                            self.test, personal_keys,
-                        )
+                        personal_eval(self.hparams, server, clients, self.federation, self.test,
+                                      personal_keys)
                     )  # fmt: skip
                 wall_s = time.perf_counter() - t0
                 for g, e in enumerate(exps):
                     own = None if personal is None else e.personal_metrics(*cell(personal, g))
-                    test = (jnp.asarray(e.data.x_test), jnp.asarray(e.data.y_test), predict)
                     rows[g] = e.round_metrics(
-                        r, cell(m, g), cell(server, g), counters[g], wall_s, test, own
-                    )
+                        r, cell(m, g), cell(server, g), counters[g], wall_s,
+                        (*cell_tests[g], predict), own,
+                    )  # fmt: skip
                 last = rows
             yield r + 1, rows
         wall_s = time.perf_counter() - t0

@@ -117,12 +117,11 @@ class Experiment:
     def __init__(self, config):
         self.config = config
         self.data = federation_from_config(config)
+        data_seed = config_lib.data_seed(config)
         self.data, self.poisoned_clients = faults.poison_clients(
-            self.data, config.poison_fraction, config_lib.data_seed(config)
+            self.data, config.poison_fraction, data_seed
         )
-        self.data = hold_out_validation(
-            self.data, config.val_fraction, config_lib.data_seed(config)
-        )
+        self.data = hold_out_validation(self.data, config.val_fraction, data_seed)
         try:
             self.model = models.get_model(
                 config.model, self.data.num_classes, **config.model_kwargs
