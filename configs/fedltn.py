@@ -10,7 +10,7 @@ training set, 60 per client (54 to train, 6 to validate); ``train_examples=0`` u
     fedsim run --config configs/fedltn.py:smoke --workdir /tmp/fedltn-smoke
 
 ARG keys: any config key, plus ``smoke`` (seconds-long run) and ``lean`` (lean start: density budgets
-1.0/0.5/0.25 by client). Every method of the comparison shares this setting, including the 10 % local
+1.0/0.5/0.25 by client). Jump-Start (spec section 5) is the key ``jump_start_rounds=3``. Every method of the comparison shares this setting, including the 10 % local
 validation split, so all train on the same 90 % of each client's data.
 """
 

@@ -62,6 +62,7 @@ def base_config() -> ConfigDict:
     c.prune_scope = "layer"
     c.aggregation_weights = "uniform"  # masked aggregation weights a_k: 'uniform' or 'examples'
     c.density_budgets = ()  # fedltn lean start: per-client density tiers, e.g. (1.0, 0.5, 0.25)
+    c.jump_start_rounds = 0  # fedltn Jump-Start: local-only virtual rounds before round 1 (spec: 3)
     c.subfedavg_dist_thresh = 1e-4  # Sub-FedAvg: mask change needed to accept a pruning step
     # Maestro (fedsim.algorithms.maestro; needs model_kwargs.factorized=True)
     c.lambda_gl = 1e-6  # hierarchical group lasso strength
@@ -215,6 +216,7 @@ def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
         "weight_decay",
         "shrink_every",
         "init_params_budget",
+        "jump_start_rounds",
     ):
         if config[key] < 0:
             raise ConfigError(f"{key}={config[key]} must be >= 0")
@@ -255,6 +257,11 @@ def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
         raise ConfigError(
             f"model_kwargs.factorized={factorized} with algorithm={config.algorithm!r}: "
             "algorithm 'maestro' trains factorised models (factorized=True), every other one dense"
+        )
+    if config.jump_start_rounds and config.algorithm != "fedltn":
+        raise ConfigError(
+            f"jump_start_rounds={config.jump_start_rounds} with algorithm={config.algorithm!r}: "
+            "Jump-Start belongs to algorithm 'fedltn' (use 0 for any other)"
         )
     if not 0 < config.target_density <= 1:
         raise ConfigError(f"target_density={config.target_density} must lie in (0, 1]")

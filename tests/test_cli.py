@@ -50,6 +50,8 @@ BAD_INPUTS = [
     ([f"--config={FEDAVG}:smoke,partition=natural"], "partition='natural'"),
     ([f"--config={FEDAVG}:smoke,dataset=shakespeare,partition=iid"], "dataset='shakespeare'"),
     ([f"--config={FEDAVG}:smoke,algorithm=fedadam", "--config.server_tau=0"], "server_tau=0.0"),
+    ([f"--config={FEDAVG}:smoke,algorithm=fedavg,jump_start_rounds=3"], "jump_start_rounds=3"),
+    ([f"--config={FEDAVG}:smoke,algorithm=fedltn,jump_start_rounds=-1"], "jump_start_rounds=-1"),
     ([f"--config={FEDAVG}:smoke,dataset=npz"], "data_path"),
     ([f"--config={FEDAVG}:smoke,dataset=npz", "--config.data_path=/no/such.npz"], "/no/such.npz"),
 ]

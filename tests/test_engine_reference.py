@@ -20,9 +20,9 @@ def to_np(tree):
     return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
 
 
-def client_schedule(fed, round_index, client_id, clients_per_round):
+def client_schedule(fed, round_index, client_id, clients_per_round, *, key=KEY, epochs=EPOCHS):
     """The documented schedule: sampled ids and each client's real batches, in order."""
-    sample_key, client_key = jax.random.split(jax.random.fold_in(KEY, round_index))
+    sample_key, client_key = jax.random.split(jax.random.fold_in(key, round_index))
     sampled = np.asarray(
         jax.random.choice(sample_key, NUM_CLIENTS, (clients_per_round,), replace=False)
     )
@@ -31,13 +31,13 @@ def client_schedule(fed, round_index, client_id, clients_per_round):
         batch_key,
         fed.client_indices[client_id],
         fed.num_examples[client_id],
-        epochs=EPOCHS,
+        epochs=epochs,
         batch_size=BATCH,
     )
     idx, mask = np.asarray(idx), np.asarray(mask)
-    steps = idx.shape[0] // EPOCHS
+    steps = idx.shape[0] // epochs
     batches = []
-    for e in range(EPOCHS):
+    for e in range(epochs):
         real = idx[e * steps : (e + 1) * steps][mask[e * steps : (e + 1) * steps]]
         batches += [real[i : i + BATCH] for i in range(0, len(real), BATCH)]
     return sampled, batches

@@ -16,6 +16,7 @@ from fedsim.engine.round import Federation, build_round_fn
 from fedsim.models.base import ModelVars, from_flax
 
 TARGET, RATE, MOMENTUM, SERVER_LR = 0.5, 0.3, 0.9, 1.0
+JUMP, WARM_KEY = 2, jax.random.PRNGKey(11)
 
 
 class TinyBN(nn.Module):
@@ -68,32 +69,36 @@ def reference_client(model, fed, server_params, own, batches):
     return w, state
 
 
-def reference_round(model, fed, server, v, clients, round_index, per_round):
-    sampled, _ = client_schedule(fed, round_index, 0, per_round)
+def reference_train_and_prune(model, fed, c, server_params, own, batches):
+    """Client ``c`` trains from ``server_params`` (its own norm leaves), then prunes layerwise by
+    magnitude under the validation gate; returns its new ``(mask, params, state)``."""
+    mask = own[0]
+    w, state = reference_client(model, fed, server_params, own, batches)
+    logits, _ = model.apply(ModelVars(w, state), fed.x[fed.val_indices[c]], False, KEY)
+    acc = np.mean(np.argmax(logits, -1) == np.asarray(fed.y[fed.val_indices[c]]))
+    flags = jax.tree.leaves(masks.prunable(w))
+    m_leaves, w_leaves = jax.tree.leaves(mask), jax.tree.leaves(w)
+    kernels = [i for i, f in enumerate(flags) if f]
+    density = sum(m_leaves[i].sum() for i in kernels) / sum(m_leaves[i].size for i in kernels)
+    if acc >= 0.0 and density > TARGET:
+        rate = min(RATE, 1 - TARGET / density)
+        for i in kernels:
+            flat_m = m_leaves[i].reshape(-1).astype(bool)
+            scores = np.where(flat_m, np.abs(w_leaves[i].reshape(-1)), np.inf)
+            drop = np.argsort(scores, kind="stable")[: int(np.floor(rate * flat_m.sum()))]
+            flat_m = flat_m.copy()
+            flat_m[drop] = False
+            m_leaves[i] = flat_m.reshape(m_leaves[i].shape)
+        mask = jax.tree.unflatten(jax.tree.structure(w), m_leaves)
+        w = jax.tree.map(lambda p, m: p * m, w, mask)
+    return mask, w, state
+
+
+def reference_masked_mean(uploads, server_params):
+    """Per coordinate: the mean over the uploads whose mask keeps it (else the server's value), and
+    the mean statistics. ``uploads``: ``(mask, params, state)`` per client."""
     sums, cover, stat_sum = None, None, None
-    for c in sampled:
-        _, batches = client_schedule(fed, round_index, int(c), per_round)
-        mask, mine, state = clients[c]
-        w, state = reference_client(model, fed, server[0], (mask, mine, state), batches)
-        logits, _ = model.apply(ModelVars(w, state), fed.x[fed.val_indices[c]], False, KEY)
-        acc = np.mean(np.argmax(logits, -1) == np.asarray(fed.y[fed.val_indices[c]]))
-        flags = jax.tree.leaves(masks.prunable(w))
-        m_leaves, w_leaves = jax.tree.leaves(mask), jax.tree.leaves(w)
-        kernels = [i for i, f in enumerate(flags) if f]
-        density = sum(m_leaves[i].sum() for i in kernels) / sum(m_leaves[i].size for i in kernels)
-        if acc >= 0.0 and density > TARGET:
-            rate = min(RATE, 1 - TARGET / density)
-            for i in kernels:
-                flat_m = m_leaves[i].reshape(-1).astype(bool)
-                scores = np.where(flat_m, np.abs(w_leaves[i].reshape(-1)), np.inf)
-                drop = np.argsort(scores, kind="stable")[: int(np.floor(rate * flat_m.sum()))]
-                flat_m = flat_m.copy()
-                flat_m[drop] = False
-                m_leaves[i] = flat_m.reshape(m_leaves[i].shape)
-            treedef = jax.tree.structure(w)
-            mask = jax.tree.unflatten(treedef, m_leaves)
-            w = jax.tree.map(lambda p, m: p * m, w, mask)
-        clients[c] = (mask, w, state)
+    for mask, w, state in uploads:
         full_m = jax.tree.map(lambda p, m: np.broadcast_to(m, p.shape).astype(float), w, mask)
         if cover is None:
             sums = jax.tree.map(lambda p, m: p * m, w, full_m)
@@ -102,10 +107,19 @@ def reference_round(model, fed, server, v, clients, round_index, per_round):
             sums = jax.tree.map(lambda s, p, m: s + p * m, sums, w, full_m)
             cover = jax.tree.map(np.add, cover, full_m)
             stat_sum = jax.tree.map(np.add, stat_sum, state)
-    norm = jax.tree_util.tree_map_with_path(lambda p, _: masks.is_norm_path(p), server[0])
     avg = jax.tree.map(
-        lambda s, c, w: np.where(c > 0, s / np.maximum(c, 1e-30), w), sums, cover, server[0]
+        lambda s, c, w: np.where(c > 0, s / np.maximum(c, 1e-30), w), sums, cover, server_params
     )
+    return avg, cover, jax.tree.map(lambda s: s / len(uploads), stat_sum)
+
+
+def reference_round(model, fed, server, v, clients, round_index, per_round):
+    sampled, _ = client_schedule(fed, round_index, 0, per_round)
+    for c in sampled:
+        _, batches = client_schedule(fed, round_index, int(c), per_round)
+        clients[c] = reference_train_and_prune(model, fed, c, server[0], clients[c], batches)
+    avg, cover, stats = reference_masked_mean([clients[c] for c in sampled], server[0])
+    norm = jax.tree_util.tree_map_with_path(lambda p, _: masks.is_norm_path(p), server[0])
     new_v = jax.tree.map(
         lambda n, w, a, c, vi: vi if n else np.where(c > 0, MOMENTUM * vi + (w - a), vi),
         norm,
@@ -122,52 +136,42 @@ def reference_round(model, fed, server, v, clients, round_index, per_round):
         cover,
         new_v,
     )
-    stats = jax.tree.map(lambda s: s / len(sampled), stat_sum)
     return (new_w, stats), new_v, clients
 
 
-@pytest.mark.parametrize(("per_round", "chunk"), [(3, 1), (3, 2), (2, 2)])
-def test_fedltn_round_matches_python_loop(toy, per_round, chunk):
-    fed, model, init = toy
-    algorithm = fedltn(
-        model,
-        optax.sgd(LR),
-        target_density=TARGET,
-        prune_rate=RATE,
-        prune_threshold=0.0,
-        server_lr=SERVER_LR,
-        server_momentum=MOMENTUM,
-    )
-    round_fn = jax.jit(
+def make_round(algorithm, per_round, chunk, epochs=EPOCHS):
+    return jax.jit(
         build_round_fn(
             algorithm,
             num_clients=NUM_CLIENTS,
             clients_per_round=per_round,
             chunk_size=chunk,
-            local_epochs=EPOCHS,
+            local_epochs=epochs,
             batch_size=BATCH,
         )
     )
+
+
+def start_states(algorithm, init):
+    """Engine and reference states before round 1."""
     server = algorithm.server_init(init)
     one = algorithm.client_init(init)
     states = jax.tree.map(lambda a: jnp.broadcast_to(a, (NUM_CLIENTS,) + a.shape), one)
-
     ref_server = (np_tree(init.params), np_tree(init.state))
     ref_v = jax.tree.map(np.zeros_like, ref_server[0])
     ref_clients = {
         c: (np_tree(one.mask), np_tree(init.params), np_tree(init.state))
         for c in range(NUM_CLIENTS)
     }
-    for r in range(2):
-        server, states, _ = round_fn(server, states, fed, jnp.int32(r), KEY)
-        ref_server, ref_v, ref_clients = reference_round(
-            model, fed, ref_server, ref_v, ref_clients, r, per_round
-        )
-    tol = dict(rtol=2e-4, atol=2e-5)
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, **tol), server.model.params, ref_server[0]
-    )
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **tol), server.momentum, ref_v)
+    return (server, states), (ref_server, ref_v, ref_clients)
+
+
+def assert_matches(server, states, ref_server, ref_v, ref_clients):
+    """Server model and momentum, and every client's mask, weights and statistics."""
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    jax.tree.map(close, server.model.params, ref_server[0])
+    jax.tree.map(close, server.model.state, ref_server[1])
+    jax.tree.map(close, server.momentum, ref_v)
     for c, (mask, params, state) in ref_clients.items():
         row = jax.tree.map(lambda s, c=c: s[c], states)
         jax.tree.map(
@@ -177,10 +181,70 @@ def test_fedltn_round_matches_python_loop(toy, per_round, chunk):
             row.mask,
             mask,
         )
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **tol), row.params, params)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **tol), row.state, state)
+        jax.tree.map(close, row.params, params)
+        jax.tree.map(close, row.state, state)
+
+
+def toy_fedltn(model, **kwargs):
+    return fedltn(
+        model,
+        optax.sgd(LR),
+        target_density=TARGET,
+        prune_rate=RATE,
+        prune_threshold=0.0,
+        server_lr=SERVER_LR,
+        server_momentum=MOMENTUM,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(("per_round", "chunk"), [(3, 1), (3, 2), (2, 2)])
+def test_fedltn_round_matches_python_loop(toy, per_round, chunk):
+    fed, model, init = toy
+    algorithm = toy_fedltn(model)
+    round_fn = make_round(algorithm, per_round, chunk)
+    (server, states), (ref_server, ref_v, ref_clients) = start_states(algorithm, init)
+    for r in range(2):
+        server, states, _ = round_fn(server, states, fed, jnp.int32(r), KEY)
+        ref_server, ref_v, ref_clients = reference_round(
+            model, fed, ref_server, ref_v, ref_clients, r, per_round
+        )
+    assert_matches(server, states, ref_server, ref_v, ref_clients)
     densities = [
         float(masks.density(jax.tree.map(lambda s, c=c: s[c], states.mask), init.params))
         for c in range(NUM_CLIENTS)
     ]
     assert min(densities) < 1.0  # the test exercises pruning
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_jump_start_matches_python_loop(toy, chunk):
+    """Jump-Start (spec section 5): every client runs JUMP local-only virtual rounds from the initial
+    model (train, then prune under the gate), uploads once, and the server starts from the masked mean
+    with zero momentum; a normal round follows."""
+    fed, model, init = toy
+    algorithm = toy_fedltn(model, jump_start_rounds=JUMP)
+    warmup = make_round(algorithm.warmup.algorithm, NUM_CLIENTS, chunk, EPOCHS * JUMP)
+    (server, states), (ref_server, ref_v, ref_clients) = start_states(algorithm, init)
+    server, states, m = warmup(server, states, fed, jnp.int32(0), WARM_KEY)
+
+    for c in range(NUM_CLIENTS):
+        _, batches = client_schedule(fed, 0, c, NUM_CLIENTS, key=WARM_KEY, epochs=EPOCHS * JUMP)
+        per_virtual_round = len(batches) // JUMP
+        for j in range(JUMP):
+            own = ref_clients[c]
+            block = batches[j * per_virtual_round : (j + 1) * per_virtual_round]
+            ref_clients[c] = reference_train_and_prune(model, fed, c, own[1], own, block)
+    avg, _, stats = reference_masked_mean(list(ref_clients.values()), ref_server[0])
+    ref_server = (avg, stats)
+    assert_matches(server, states, ref_server, ref_v, ref_clients)
+    assert np.all(np.asarray(m.down_bytes) == 0) and np.all(np.asarray(m.up_bytes) > 0)
+    density = masks.density(jax.tree.map(lambda s: s[0], states.mask), init.params)
+    assert float(density) < 1 - RATE  # pruned more than once: at the target after two events
+
+    round_fn = make_round(algorithm, 2, chunk)
+    server, states, _ = round_fn(server, states, fed, jnp.int32(0), KEY)
+    ref_server, ref_v, ref_clients = reference_round(
+        model, fed, ref_server, ref_v, ref_clients, 0, 2
+    )
+    assert_matches(server, states, ref_server, ref_v, ref_clients)

@@ -14,13 +14,20 @@ from fedsim.engine.grid import Grid, NotBatchable, check_batchable
 FIELDS = ("global_acc", "personal_acc_mean", "up_mb", "loss")
 
 
+JUMP_START = {"jump_start_rounds": 2, "val_fraction": 0.2, "prune_threshold": 0.0}
+
+
 @pytest.mark.parametrize(
-    "algorithm, hparam, values",
-    [("fedavg", "client_lr", (0.05, 0.05, 0.1)), ("ditto", "ditto_lambda", (0.1, 0.5, 0.5))],
+    "algorithm, hparam, values, extra",
+    [
+        ("fedavg", "client_lr", (0.05, 0.05, 0.1), {}),
+        ("ditto", "ditto_lambda", (0.1, 0.5, 0.5), {}),
+        ("fedltn", "client_lr", (0.05, 0.05, 0.1), JUMP_START),  # with its warm-up round
+    ],
 )
-def test_grid_cells_equal_their_own_runs(algorithm, hparam, values):
+def test_grid_cells_equal_their_own_runs(algorithm, hparam, values, extra):
     configs = [
-        smoke_config(algorithm=algorithm, seed=seed, data_seed=0, **{hparam: value})
+        smoke_config(algorithm=algorithm, seed=seed, data_seed=0, **{hparam: value}, **extra)
         for seed, value in zip((0, 1, 2), values, strict=True)
     ]
     grid = Grid(configs)

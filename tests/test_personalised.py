@@ -55,6 +55,27 @@ def test_fedltn_prunes_keeps_zeros_and_counts_sparse_traffic():
     assert any(np.ptp(s, axis=0).max() > 0 for s in scales)
 
 
+def test_jump_start_uploads_once_before_round_1_and_starts_pruned():
+    _, plain = run("algorithm=fedltn,rounds=1,eval_every=1")
+    experiment, jump = run("algorithm=fedltn,rounds=1,eval_every=1,jump_start_rounds=3")
+    # every client (8) uploaded its warm-up model once; round 1 downloads a sparse server model
+    assert jump.metrics["up_mb"] > plain.metrics["up_mb"]
+    assert jump.metrics["down_mb"] < plain.metrics["down_mb"]
+    # three virtual rounds (prune_rate 0.2, target 0.5 in smoke) left every client near the target
+    assert jump.metrics["density"] < 0.6 < plain.metrics["density"]
+    assert np.all(np.asarray(jump.state.client_states.joined))
+    local_epochs = experiment.config.local_epochs  # the warm-up's training is counted
+    assert jump.state.counters["samples"] > 3 * local_epochs * experiment.data.num_examples.sum()
+
+
+def test_lean_start_reports_each_tier_within_its_budget():
+    _, last = run("algorithm=fedltn,lean=True,rounds=1,eval_every=1,clients_per_round=8")
+    m = last.metrics  # every client joined in round 1 and pruned to its tier's budget
+    assert m["density_b25"] <= 0.25 + 1e-3 and m["density_b50"] <= 0.5 + 1e-3
+    assert m["model_mb_b25"] < m["model_mb_b50"] < m["model_mb_b100"]
+    assert all(0 <= m[f"personal_acc_b{p}"] <= 1 for p in (25, 50, 100))
+
+
 def test_fedbn_traffic_leaves_out_normalisation():
     _, bn = run("algorithm=fedbn,rounds=1,eval_every=1")
     _, avg = run("algorithm=fedavg,rounds=1,eval_every=1")

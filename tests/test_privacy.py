@@ -349,6 +349,7 @@ def test_dp_without_clients_at_a_round_keeps_the_server_finite(tmp_path):
         ("dp_clip=1.0,dp_delta=2.0", "dp_delta=2.0"),
         ("client_sampling=bernoulli", "client_sampling='bernoulli'"),
         ("dp_clip=1.0,dp_target_quantile=0.5,dp_count_noise=0.1", "dp_count_noise=0.1"),
+        ("dp_clip=1.0,algorithm=fedltn,jump_start_rounds=3", "jump_start_rounds=3"),
     ],
 )
 def test_bad_dp_input_exits_2_with_one_line_and_no_workdir(tmp_path, capsys, arg, named):

@@ -79,6 +79,7 @@ class FederatedAlgorithm(NamedTuple):
     deploy their own model (None: every client deploys the server model).
     submodels(server_state, sample_x) -> {name: Submodel}, for algorithms that serve several models (Maestro's
     capacity tiers); each is scored on the pooled test set as ``acc_<name>``.
+    warmup: a ``Warmup`` the engine runs once before round 1 (FedLTN's Jump-Start), or None.
     """
 
     name: str
@@ -88,3 +89,15 @@ class FederatedAlgorithm(NamedTuple):
     server_update: Callable[..., PyTree]
     personalize: Callable[..., Personal] | None = None
     submodels: Callable[..., dict[str, Submodel]] | None = None
+    warmup: "Warmup | None" = None
+
+
+class Warmup(NamedTuple):
+    """A round run once before round 1 with every client taking part (FedLTN's Jump-Start).
+
+    ``algorithm`` reads and writes the main algorithm's server and client states; each of its clients
+    gets ``epochs`` times the configured local epochs in one task.
+    """
+
+    algorithm: FederatedAlgorithm
+    epochs: int

@@ -10,6 +10,11 @@ The server averages every coordinate over the clients whose mask keeps it and ap
 Lean start: with ``density_budgets`` (e.g. ``(1.0, 0.5, 0.25)``), client ``k`` gets tier
 ``budgets[k % len(budgets)]`` and, at its first participation, one-shot prunes the received server model
 to that density before training, so it never stores or moves more than its budget.
+
+Jump-Start (spec section 5): with ``jump_start_rounds`` ``J > 0`` every client first runs ``J`` local-only
+virtual rounds from the initial model (train, then prune under the same gate; nothing is sent), then
+uploads its masked model once, and the server starts round 1 from the mask-aware mean with zero
+momentum. The engine runs it as a ``Warmup`` round with every client taking part.
 """
 
 from typing import NamedTuple
@@ -19,7 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from fedsim.algorithms import masked
-from fedsim.algorithms.base import ClientResult, FederatedAlgorithm
+from fedsim.algorithms.base import ClientResult, FederatedAlgorithm, Warmup
 from fedsim.algorithms.fedavg import client_optimizer_from_config
 from fedsim.compress import masks, pruning
 from fedsim.compress.encode import masked_bytes
@@ -50,9 +55,13 @@ def fedltn(
     scope: str = "layer",
     weight_by_examples: bool = False,
     density_budgets: tuple[float, ...] = (),
+    jump_start_rounds: int = 0,
     name: str = "fedltn",
 ) -> FederatedAlgorithm:
-    """FedLTN with the spec's defaults (``target_density`` 0.1, ``prune_rate`` 0.2, threshold 0.5)."""
+    """FedLTN with the spec's defaults (``target_density`` 0.1, ``prune_rate`` 0.2, threshold 0.5).
+
+    With ``jump_start_rounds > 0`` the algorithm carries its Jump-Start as ``warmup`` (its clients get
+    ``jump_start_rounds`` times the local epochs of a round, one block per virtual round)."""
     budgets = jnp.asarray(density_budgets, jnp.float32)
 
     def server_init(model_vars):
@@ -75,17 +84,19 @@ def fedltn(
             own.params,
         )
 
-    def client_update(server_state, own: ClientState, task, dataset):
-        received = download(server_state.model.params, own)
-        mask = own.mask
-        if density_budgets:
-            budget = budgets[task.client_id % budgets.shape[0]]
-            lean = pruning.prune_to_density(received, own.mask, budget, scope)
-            mask = jax.tree.map(lambda a, b: jnp.where(own.joined, a, b), own.mask, lean)
-        start = ModelVars(masks.apply_mask(received, mask), own.state)
+    def entry_mask(received, own: ClientState, task):
+        """The client's mask, lean-started to its density budget at its first participation."""
+        if not density_budgets:
+            return own.mask
+        budget = budgets[task.client_id % budgets.shape[0]]
+        lean = pruning.prune_to_density(received, own.mask, budget, scope)
+        return jax.tree.map(lambda a, b: jnp.where(own.joined, a, b), own.mask, lean)
+
+    def train_and_prune(start: ModelVars, mask, task, dataset):
+        """Steps 3-4: masked local training, then pruning without rewinding when local validation
+        accuracy clears the threshold. Returns ``(trained ModelVars, new mask, loss)``."""
         result = masked.masked_local_train(model, client_optimizer, start, mask, task, dataset)
         trained = result.model
-
         accuracy = masked.validation_accuracy(model, trained, task, dataset)
         current = masks.density(mask, trained.params)
         prune = (accuracy >= prune_threshold) & (current > target_density)
@@ -93,17 +104,60 @@ def fedltn(
         pruned = pruning.magnitude_prune(trained.params, mask, rate, scope)
         new_mask = jax.tree.map(lambda p, m: jnp.where(prune, p, m), pruned, mask)
         params = masks.apply_mask(trained.params, new_mask)
+        return trained._replace(params=params), new_mask, result.loss
 
+    def upload(server_state, trained: ModelVars, new_mask, task, loss, down_bytes):
         weight = masked.aggregation_weight(task, weight_by_examples)
         contribution = masked.masked_model_contribution(
-            ModelVars(params, trained.state), server_state.model.params, new_mask, weight
+            trained, server_state.model.params, new_mask, weight
         )
         return ClientResult(
             contribution=contribution,
-            client_state=ClientState(new_mask, params, trained.state, jnp.bool_(True)),
-            loss=result.loss,
-            up_bytes=masked_bytes(params, new_mask, skip_norm=True),
-            down_bytes=masked_bytes(start.params, mask, skip_norm=True),
+            client_state=ClientState(new_mask, trained.params, trained.state, jnp.bool_(True)),
+            loss=loss,
+            up_bytes=masked_bytes(trained.params, new_mask, skip_norm=True),
+            down_bytes=down_bytes,
+        )
+
+    def client_update(server_state, own: ClientState, task, dataset):
+        received = download(server_state.model.params, own)
+        mask = entry_mask(received, own, task)
+        start = ModelVars(masks.apply_mask(received, mask), own.state)
+        trained, new_mask, loss = train_and_prune(start, mask, task, dataset)
+        down_bytes = masked_bytes(start.params, mask, skip_norm=True)
+        return upload(server_state, trained, new_mask, task, loss, down_bytes)
+
+    def jump_start_client(server_state, own: ClientState, task, dataset):
+        """``jump_start_rounds`` virtual rounds from the initial model, then one upload (no download)."""
+        mask = entry_mask(own.params, own, task)
+        steps = task.batch_indices.shape[0] // jump_start_rounds
+        blocks = lambda a: a.reshape(jump_start_rounds, steps, *a.shape[1:])
+
+        def virtual_round(carry, block):
+            model_vars, mask = carry
+            index, batch_indices, batch_mask = block
+            sub = task._replace(
+                batch_indices=batch_indices,
+                batch_mask=batch_mask,
+                key=jax.random.fold_in(task.key, index),
+            )
+            trained, mask, loss = train_and_prune(model_vars, mask, sub, dataset)
+            return (trained, mask), loss
+
+        start = ModelVars(masks.apply_mask(own.params, mask), own.state)
+        schedule = (
+            jnp.arange(jump_start_rounds),
+            blocks(task.batch_indices),
+            blocks(task.batch_mask),
+        )
+        (trained, new_mask), losses = jax.lax.scan(virtual_round, (start, mask), schedule)
+        return upload(server_state, trained, new_mask, task, losses.mean(), jnp.int32(0))
+
+    def jump_start_server(server_state, total):
+        """Round 0: the mask-aware mean of the uploads (norm leaves: their mean), momentum zero."""
+        return ServerState(
+            masked.masked_server_model(total, server_state.model),
+            jax.tree.map(jnp.zeros_like, server_state.momentum),
         )
 
     def server_update(server_state, total):
@@ -127,8 +181,19 @@ def fedltn(
     def personalize(server_state, own: ClientState, task, dataset):
         return masked.personal_model(ModelVars(own.params, own.state), own.mask)
 
+    warmup = None
+    if jump_start_rounds:
+        jump_start = FederatedAlgorithm(
+            f"{name}_jump_start",
+            server_init,
+            client_init,
+            jump_start_client,
+            jump_start_server,
+            personalize,
+        )
+        warmup = Warmup(jump_start, epochs=jump_start_rounds)
     return FederatedAlgorithm(
-        name, server_init, client_init, client_update, server_update, personalize
+        name, server_init, client_init, client_update, server_update, personalize, warmup=warmup
     )
 
 
@@ -144,4 +209,5 @@ def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:
         scope=config.prune_scope,
         weight_by_examples=config.aggregation_weights == "examples",
         density_budgets=tuple(config.density_budgets),
+        jump_start_rounds=config.jump_start_rounds,
     )

@@ -104,11 +104,14 @@ class Grid:
         first = self.experiments[0]
         return first.build_programs(_Overlay(first.config, hparams))
 
-    def grid_round(self, hparams, server, clients, federation, round_index, keys):
-        """One round of every cell: ``vmap`` of the round over the cell axis."""
+    def grid_round(self, hparams, server, clients, federation, round_index, keys, warmup=False):
+        """One round of every cell: ``vmap`` of the round (``warmup``: the warm-up round) over the
+        cell axis."""
 
         def one(hp, server, clients, federation, key):
-            return self._programs(hp).round_fn(server, clients, federation, round_index, key)
+            programs = self._programs(hp)
+            round_fn = programs.warmup_fn if warmup else programs.round_fn
+            return round_fn(server, clients, federation, round_index, key)
 
         return jax.vmap(one, in_axes=(0, 0, 0, self.federation_axes, 0))(
             hparams, server, clients, federation, keys
@@ -137,7 +140,7 @@ class Grid:
         stack = lambda trees: jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
         server, clients = stack([e.init() for e in exps])
         keys = [e.keys() for e in exps]
-        round_keys, personal_keys = stack([k[0] for k in keys]), stack([k[1] for k in keys])
+        round_keys, personal_keys, warmup_keys = (stack([k[i] for k in keys]) for i in range(3))
         cell = lambda tree, g: jax.tree.map(lambda a: a[g], tree)
         # each cell's pooled test set (a view of the shared one where all cells have the same)
         pooled, pooled_axes = self.test[:2], self.test_axes[:2]
@@ -159,6 +162,16 @@ class Grid:
             )
         compile_s = time.perf_counter() - t0
         counters = [{k: v.item() for k, v in _zero_counters().items()} for _ in exps]
+        if first.warmup_fn is not None:
+            t_warmup = time.perf_counter()
+            server, clients, m = jax.jit(self.grid_round, static_argnames="warmup")(
+                *args, jnp.int32(0), warmup_keys, warmup=True
+            )
+            m = jax.device_get(m)
+            share = (time.perf_counter() - t_warmup) / cells
+            epochs = first.config.local_epochs * first.algorithm.warmup.epochs
+            for g, e in enumerate(exps):
+                e.account(counters[g], cell(m, g), share, epochs)
         last = [None] * cells
         for r in range(first.config.rounds):
             t_round = time.perf_counter()

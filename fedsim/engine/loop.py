@@ -48,6 +48,7 @@ class Programs(NamedTuple):
     algorithm: FederatedAlgorithm
     round_fn: Callable  # fedsim.engine.round.build_round_fn
     personal_eval: Callable | None  # fedsim.metrics.evaluate.build_personal_eval
+    warmup_fn: Callable | None  # the algorithm's Warmup round (every client), run once before round 1
 
 
 class Record(NamedTuple):
@@ -137,7 +138,8 @@ class Experiment:
         self.chunk_size = resolve_chunk_size(
             config.chunk_size, -(-self.clients_per_round // devices), jax.default_backend()
         )
-        self.algorithm, self.round_fn, self.personal_eval = self.build_programs(config)
+        programs = self.build_programs(config)
+        self.algorithm, self.round_fn, self.personal_eval, self.warmup_fn = programs
         self.start_model = None
         if config.init_from:
             self.start_model = model_file.load_model(config.init_from)
@@ -175,7 +177,18 @@ class Experiment:
                 batch_size=config.batch_size,
                 chunk=self.chunk_size,
             )
-        return Programs(algorithm, round_fn, personal_eval)
+        warmup_fn = None
+        if algorithm.warmup is not None:
+            warmup_fn = build_round_fn(
+                algorithm.warmup.algorithm,
+                num_clients=config.num_clients,
+                clients_per_round=config.num_clients,
+                chunk_size=self.chunk_size,
+                local_epochs=config.local_epochs * algorithm.warmup.epochs,
+                batch_size=config.batch_size,
+                mesh=self.mesh,
+            )
+        return Programs(algorithm, round_fn, personal_eval, warmup_fn)
 
     def initial_model(self):
         """The seed's initialisation, or the ``init_from`` model (factorised by SVD for a factorised
@@ -272,19 +285,37 @@ class Experiment:
         }
 
     def keys(self):
-        """``(round_key, personal_eval_key)`` of this run's seed."""
+        """``(round_key, personal_eval_key, warmup_key)`` of this run's seed."""
         seed = jax.random.PRNGKey(self.config.seed)
-        return jax.random.fold_in(seed, 1), jax.random.fold_in(seed, 2)
+        return tuple(jax.random.fold_in(seed, i) for i in (1, 2, 3))
 
     def personal_metrics(self, hits, model_bytes, values_bytes, density) -> dict:
         """Each client's own deployed model on its own test split, and what it stores, from the
         host arrays ``personal_eval`` returns."""
+        personal_acc = hits / np.maximum(self.data.num_test, 1)
         return {
-            "personal_acc": hits / np.maximum(self.data.num_test, 1),
+            "personal_acc": personal_acc,
             "model_mb": float(model_bytes.astype(np.float64).mean()) / 1e6,
             "model_mb_values": float(values_bytes.astype(np.float64).mean()) / 1e6,
             "density": float(density.mean()),
+            "tiers": self.tier_metrics(personal_acc, model_bytes, density),
         }
+
+    def tier_metrics(self, personal_acc, model_bytes, density) -> dict:
+        """Lean start (``density_budgets``): ``personal_acc_b<P>``, ``model_mb_b<P>`` and
+        ``density_b<P>``, means over the clients of the budget-``P`` % tier (client k's tier is
+        ``density_budgets[k % len(density_budgets)]``)."""
+        budgets = tuple(self.config.density_budgets)
+        if not budgets:
+            return {}
+        tier = np.asarray(budgets)[np.arange(self.config.num_clients) % len(budgets)]
+        out = {}
+        for budget in sorted(set(budgets), reverse=True):
+            of, name = tier == budget, f"b{round(100 * budget)}"
+            out[f"personal_acc_{name}"] = float(personal_acc[of].mean())
+            out[f"model_mb_{name}"] = float(model_bytes[of].astype(np.float64).mean()) / 1e6
+            out[f"density_{name}"] = float(density[of].mean())
+        return out
 
     def abstract_state(self) -> "RunState":
         """Shapes and dtypes of a ``RunState`` (the target a checkpoint is restored into)."""
@@ -313,7 +344,7 @@ class Experiment:
         )
         counters = {k: v.item() for k, v in start.counters.items()}
         elapsed = lambda: counters["elapsed_s"] + time.perf_counter() - t0
-        key, personal_key = self.keys()
+        key, personal_key, warmup_key = self.keys()
         donate = (0, 1) if jax.default_backend() != "cpu" else ()
         round_fn = (
             jax.jit(self.round_fn, donate_argnums=donate)
@@ -331,7 +362,16 @@ class Experiment:
                 .lower(server_state, client_states, federation, *test, personal_key)
                 .compile()
             )
+        warmup = None
+        if start.round == 0 and self.warmup_fn is not None:
+            warmup_args = (server_state, client_states, federation, jnp.int32(0), warmup_key)
+            warmup = jax.jit(self.warmup_fn).lower(*warmup_args).compile()
         compile_s = time.perf_counter() - t0
+        if warmup is not None:
+            t_warmup = time.perf_counter()
+            server_state, client_states, m = warmup(*warmup_args)
+            epochs = self.config.local_epochs * self.algorithm.warmup.epochs
+            self.account(counters, jax.device_get(m), time.perf_counter() - t_warmup, epochs)
 
         global_acc, last = None, None
         for r in range(start.round, c.rounds):
@@ -366,12 +406,14 @@ class Experiment:
             yield Record(r + 1, metrics, global_acc, traffic_mb, state)
         self.finish(last, counters, compile_s, elapsed())
 
-    def account(self, counters: dict, m, train_s: float) -> None:
-        """Adds round metrics ``m`` (host arrays) to the run's cumulative ``counters``."""
+    def account(self, counters: dict, m, train_s: float, epochs: int | None = None) -> None:
+        """Adds round metrics ``m`` (host arrays) to the run's cumulative ``counters``; ``epochs``:
+        local epochs each client ran (the config's when None)."""
+        epochs = epochs or self.config.local_epochs
         counters["train_s"] += train_s
         counters["up_bytes"] += int(m.up_bytes.astype(np.int64).sum())
         counters["down_bytes"] += int(m.down_bytes.astype(np.int64).sum())
-        counters["samples"] += int(m.num_examples.astype(np.int64).sum()) * self.config.local_epochs
+        counters["samples"] += int(m.num_examples.astype(np.int64).sum()) * epochs
         counters["clients_failed_total"] += int(m.failed.sum())
         counters["clients_dropped_total"] += int(m.dropped.sum())
 
@@ -407,6 +449,7 @@ class Experiment:
             "clients_participated": int(m.participated.sum()),
             **self.privacy_metrics(server_state, r + 1),
             **self.evaluate_submodels(server_state, x_test, y_test, predict),
+            **acc.get("tiers", {}),
         }
 
     def finish(self, last: dict, counters: dict, compile_s: float, wall_s: float) -> None:

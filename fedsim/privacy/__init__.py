@@ -39,6 +39,11 @@ def validate(config) -> None:
             f"dp_clip={config.dp_clip} with algorithm={config.algorithm!r}: DP-FedAvg wraps "
             f"algorithms that send model updates: {', '.join(PRIVATIZABLE)}"
         )
+    if config.jump_start_rounds:
+        raise ConfigError(
+            f"dp_clip={config.dp_clip} with jump_start_rounds={config.jump_start_rounds}: the "
+            "Jump-Start upload is not privatised or accounted; use jump_start_rounds=0 under DP"
+        )
     check_choices(config, {"dp_mask": MASK_MODES, "dp_accountant": ACCOUNTANTS})
     if not 0 <= config.dp_target_quantile < 1:
         raise ConfigError(
