@@ -67,6 +67,22 @@ def test_layer_pruning_drops_exactly_the_smallest_survivors(size, rate, seed):
         assert dropped.max() <= survivors.min()
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 300), st.integers(0, 300), st.integers(0, 2**31 - 1))
+def test_selection_equals_a_sorted_threshold_with_ties(size, num_drop, seed):
+    """The bisection threshold is the ``num_drop``-th smallest surviving magnitude, as a sort gives;
+    ties (including zeros and huge values) at the threshold go together."""
+    rng = np.random.default_rng(seed)
+    values = np.array([0.0, 1e-30, 0.5, 0.5, 1.0, 3.0, 3.4e38], np.float32)
+    magnitudes = rng.choice(values, size) if seed % 2 else rng.random(size).astype(np.float32)
+    alive = rng.random(size) < 0.7
+    scores = np.where(alive, magnitudes, np.inf)
+    threshold = np.sort(scores)[min(max(num_drop, 1), size) - 1]
+    expected = alive & ((scores > threshold) | (num_drop == 0))
+    kept = pruning._drop_smallest(jnp.asarray(magnitudes), jnp.asarray(alive), jnp.int32(num_drop))
+    np.testing.assert_array_equal(np.asarray(kept), expected)
+
+
 def test_global_scope_ranks_across_layers_and_prune_to_density():
     params = {
         "a": {"kernel": jnp.arange(1.0, 9.0).reshape(4, 2)},

@@ -48,7 +48,7 @@ class Programs(NamedTuple):
     algorithm: FederatedAlgorithm
     round_fn: Callable  # fedsim.engine.round.build_round_fn
     personal_eval: Callable | None  # fedsim.metrics.evaluate.build_personal_eval
-    warmup_fn: Callable | None  # the algorithm's Warmup round (every client), run once before round 1
+    warmup_fn: Callable | None  # the algorithm's Warmup round (all clients), once before round 1
 
 
 class Record(NamedTuple):
