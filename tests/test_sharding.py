@@ -21,7 +21,13 @@ def final_state(config):
     [
         dict(clients_per_round=5),  # 5 slots on 8 devices: three devices only pad
         dict(algorithm="scaffold", clients_per_round=5, chunk_size=1),  # per-client state
-        dict(algorithm="fedltn", num_clients=12, clients_per_round=10, val_fraction=0.2),
+        dict(  # masks, personal BN and the Jump-Start warm-up round (all 12 clients)
+            algorithm="fedltn",
+            num_clients=12,
+            clients_per_round=10,
+            val_fraction=0.2,
+            jump_start_rounds=2,
+        ),
     ],
     ids=["fedavg", "scaffold", "fedltn"],
 )
