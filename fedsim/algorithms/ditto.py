@@ -31,7 +31,7 @@ def ditto(
         anchor = server_state.model.params
 
         def proximal(params, grads):
-            return jax.tree.map(lambda g, v, w: g - lam * (v - w), grads, params, anchor)
+            return jax.tree.map(lambda g, v, w: g + lam * (v - w), grads, params, anchor)
 
         own = local_train(model, client_optimizer, personal, task, dataset, proximal)
         return result._replace(client_state=own.model)
