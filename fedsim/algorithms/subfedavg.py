@@ -4,9 +4,10 @@ MMorafah/Sub-FedAvg; procedure: ../shared/specs/fedltn.md section 9).
 
 A client downloads its masked server model and trains with masked gradients. Candidate masks are taken
 after the first local epoch and after the last (each drops ``prune_rate`` of the surviving weights per
-layer by magnitude, less near the target). If they differ by more than ``dist_thresh`` (mean over layers
-of the Hamming fraction) and the client is above ``target_density``, the last candidate is applied without
-rewinding, and kept only if local validation accuracy stays above ``prune_threshold``. The client keeps
+layer by magnitude). If they differ by more than ``dist_thresh`` (mean over layers of the Hamming
+fraction) and the client is above ``target_density``, the last model is pruned without rewinding (by
+``prune_rate``, or by the smaller step that reaches the target when it is nearer than that), and kept
+only if local validation accuracy stays above ``prune_threshold``. The client keeps
 its own last model; the server averages each coordinate over the clients that keep it (unweighted).
 Optimiser state restarts between the two phases of local training.
 """
@@ -51,7 +52,9 @@ def subfedavg(
     def client_init(model_vars):
         return ClientState(masks.init_mask(model_vars.params), model_vars)
 
-    def candidate(params, mask):
+    def step_mask(params, mask):
+        """The mask applied: ``prune_rate`` of the survivors, or near the target
+        ``min(5 %, gap / (1 - pruned))`` (its client_u.py recomputes m2 after the distance gate)."""
         pruned_fraction = 1.0 - masks.density(mask, params)
         gap = (1.0 - target_density) - pruned_fraction
         near = jnp.minimum(0.05, gap / jnp.maximum(1.0 - pruned_fraction, 1e-12))
@@ -70,17 +73,18 @@ def subfedavg(
             batch_indices=task.batch_indices[steps:], batch_mask=task.batch_mask[steps:]
         )
         early = masked.masked_local_train(model, client_optimizer, received, mask, first, dataset)
-        mask_early = candidate(early.model.params, mask)
+        mask_early = pruning.magnitude_prune(early.model.params, mask, prune_rate, scope)
         late = masked.masked_local_train(model, client_optimizer, early.model, mask, rest, dataset)
         trained = late.model
-        mask_late = candidate(trained.params, mask)
+        mask_late = pruning.magnitude_prune(trained.params, mask, prune_rate, scope)
 
         moved = pruning.mask_distance(mask_early, mask_late, trained.params) > dist_thresh
         above = masks.density(mask, trained.params) > target_density
-        pruned = trained._replace(params=masks.apply_mask(trained.params, mask_late))
+        candidate = step_mask(trained.params, mask)
+        pruned = trained._replace(params=masks.apply_mask(trained.params, candidate))
         good = masked.validation_accuracy(model, pruned, task, dataset) > prune_threshold
         accept = moved & above & good
-        new_mask = jax.tree.map(lambda a, b: jnp.where(accept, a, b), mask_late, mask)
+        new_mask = jax.tree.map(lambda a, b: jnp.where(accept, a, b), candidate, mask)
         params = masks.apply_mask(trained.params, new_mask)
         real_steps = early.num_steps + late.num_steps
         loss = (early.loss * early.num_steps + late.loss * late.num_steps) / jnp.maximum(
