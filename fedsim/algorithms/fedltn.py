@@ -107,6 +107,7 @@ def fedltn(
         return trained._replace(params=params), new_mask, result.loss
 
     def upload(server_state, trained: ModelVars, new_mask, task, loss, down_bytes):
+        """What the client sends (its masked update and coverage) and keeps."""
         weight = masked.aggregation_weight(task, weight_by_examples)
         contribution = masked.masked_model_contribution(
             trained, server_state.model.params, new_mask, weight
