@@ -2,6 +2,7 @@
 ``configs/fedltn.py``; writes results/jump_start.{json,md}.
 
     python results/jump_start.py runs/jump-start      # trains the cells (sweeps), then tabulates
+    python results/jump_start.py runs/jump-start --table-only
 
 Cells: FedLTN without and with Jump-Start (``jump_start_rounds=3``) and with lean start (budgets
 1.0/0.5/0.25), seeds 0-2 on one partition (``data_seed=0``, so each group trains as one vmapped grid),
@@ -49,12 +50,8 @@ def mean_sd(values) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "never"
-    sd = statistics.pstdev(values) if len(values) > 1 else 0.0
-    return (
-        f"{statistics.mean(values):.3f} ± {sd:.3f}"
-        if sd < 1
-        else f"{statistics.mean(values):.1f} ± {sd:.1f}"
-    )
+    mean, sd = statistics.mean(values), statistics.pstdev(values)
+    return f"{mean:.3f} ± {sd:.3f}" if max(values) <= 1 else f"{mean:.1f} ± {sd:.1f}"
 
 
 def tabulate(workdir: Path) -> dict:
@@ -131,7 +128,8 @@ def markdown(result: dict) -> str:
 
 if __name__ == "__main__":
     workdir = Path(sys.argv[1])
-    train(workdir)
+    if "--table-only" not in sys.argv:
+        train(workdir)
     result = tabulate(workdir)
     here = Path(__file__).parent
     (here / "jump_start.json").write_text(json.dumps(result, indent=2) + "\n")
