@@ -169,9 +169,8 @@ class Grid:
             )
             m = jax.device_get(m)
             share = (time.perf_counter() - t_warmup) / cells
-            epochs = first.config.local_epochs * first.algorithm.warmup.epochs
             for g, e in enumerate(exps):
-                e.account(counters[g], cell(m, g), share, epochs)
+                e.account(counters[g], cell(m, g), share, e.warmup_epochs(e.algorithm))
         last = [None] * cells
         for r in range(first.config.rounds):
             t_round = time.perf_counter()

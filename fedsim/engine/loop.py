@@ -184,7 +184,7 @@ class Experiment:
                 num_clients=config.num_clients,
                 clients_per_round=config.num_clients,
                 chunk_size=self.chunk_size,
-                local_epochs=config.local_epochs * algorithm.warmup.epochs,
+                local_epochs=self.warmup_epochs(algorithm),
                 batch_size=config.batch_size,
                 mesh=self.mesh,
             )
@@ -370,8 +370,9 @@ class Experiment:
         if warmup is not None:
             t_warmup = time.perf_counter()
             server_state, client_states, m = warmup(*warmup_args)
-            epochs = self.config.local_epochs * self.algorithm.warmup.epochs
-            self.account(counters, jax.device_get(m), time.perf_counter() - t_warmup, epochs)
+            m = jax.device_get(m)
+            train_s = time.perf_counter() - t_warmup
+            self.account(counters, m, train_s, self.warmup_epochs(self.algorithm))
 
         global_acc, last = None, None
         for r in range(start.round, c.rounds):
@@ -405,6 +406,10 @@ class Experiment:
             )
             yield Record(r + 1, metrics, global_acc, traffic_mb, state)
         self.finish(last, counters, compile_s, elapsed())
+
+    def warmup_epochs(self, algorithm: FederatedAlgorithm) -> int:
+        """Local epochs each client runs in ``algorithm``'s warm-up round."""
+        return self.config.local_epochs * algorithm.warmup.epochs
 
     def account(self, counters: dict, m, train_s: float, epochs: int | None = None) -> None:
         """Adds round metrics ``m`` (host arrays) to the run's cumulative ``counters``; ``epochs``:
