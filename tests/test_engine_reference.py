@@ -20,27 +20,28 @@ def to_np(tree):
     return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
 
 
+def real_batches(fed, key, client, epochs=EPOCHS):
+    """Client ``client``'s real batches, in order, of the task built under ``key`` (the key that
+    ``fedsim.engine.round.client_task`` receives)."""
+    batch_key, _ = jax.random.split(key)
+    idx, valid = client_batches(
+        batch_key,
+        fed.client_indices[client],
+        fed.num_examples[client],
+        epochs=epochs,
+        batch_size=BATCH,
+    )
+    idx, valid = np.asarray(idx), np.asarray(valid)
+    return [row[ok] for row, ok in zip(idx, valid, strict=True) if ok.any()]
+
+
 def client_schedule(fed, round_index, client_id, clients_per_round, *, key=KEY, epochs=EPOCHS):
     """The documented schedule: sampled ids and each client's real batches, in order."""
     sample_key, client_key = jax.random.split(jax.random.fold_in(key, round_index))
     sampled = np.asarray(
         jax.random.choice(sample_key, NUM_CLIENTS, (clients_per_round,), replace=False)
     )
-    batch_key, _ = jax.random.split(jax.random.fold_in(client_key, client_id))
-    idx, mask = client_batches(
-        batch_key,
-        fed.client_indices[client_id],
-        fed.num_examples[client_id],
-        epochs=epochs,
-        batch_size=BATCH,
-    )
-    idx, mask = np.asarray(idx), np.asarray(mask)
-    steps = idx.shape[0] // epochs
-    batches = []
-    for e in range(epochs):
-        real = idx[e * steps : (e + 1) * steps][mask[e * steps : (e + 1) * steps]]
-        batches += [real[i : i + BATCH] for i in range(0, len(real), BATCH)]
-    return sampled, batches
+    return sampled, real_batches(fed, jax.random.fold_in(client_key, client_id), client_id, epochs)
 
 
 def grad_at(model, fed, params, batch):

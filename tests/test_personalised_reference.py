@@ -15,7 +15,16 @@ import optax
 import pytest
 import test_engine_reference
 import test_fedltn_reference
-from test_engine_reference import BATCH, EPOCHS, KEY, LR, NUM_CLIENTS, ROUNDS, client_schedule
+from test_engine_reference import (
+    BATCH,
+    EPOCHS,
+    KEY,
+    LR,
+    NUM_CLIENTS,
+    ROUNDS,
+    client_schedule,
+    real_batches,
+)
 
 from fedsim.algorithms.base import Dataset
 from fedsim.algorithms.ditto import ditto
@@ -24,7 +33,6 @@ from fedsim.algorithms.fedbn import fedbn
 from fedsim.algorithms.local_only import local_only
 from fedsim.algorithms.lotteryfl import lotteryfl
 from fedsim.algorithms.subfedavg import subfedavg
-from fedsim.data.batching import client_batches
 from fedsim.engine.round import client_task
 from fedsim.models.base import ModelVars
 
@@ -83,20 +91,6 @@ def sgd(model, fed, params, state, batches, mask=None, prox=None):
             g = jax.tree.map(np.multiply, g, mask)
         params = jax.tree.map(lambda p, gi: p - LR * gi, params, g)
     return params, state
-
-
-def real_batches(fed, key, client, epochs):
-    """The client's real batches under ``key`` (the evaluator's fine-tuning schedule)."""
-    batch_key, _ = jax.random.split(key)
-    idx, valid = client_batches(
-        batch_key,
-        fed.client_indices[client],
-        fed.num_examples[client],
-        epochs=epochs,
-        batch_size=BATCH,
-    )
-    idx, valid = np.asarray(idx), np.asarray(valid)
-    return [row[ok] for row, ok in zip(idx, valid, strict=True) if ok.any()]
 
 
 def accuracy(model, fed, client, params, state):
