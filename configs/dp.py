@@ -40,8 +40,7 @@ def get_config(arg=None):
         config.dp_target_epsilon = epsilon
     else:
         config.dp_clip = 0.0
-    rest = ",".join(f"{k}={v!r}" for k, v in values.items())
-    return apply_arg(config, rest, smoke).lock()
+    return apply_arg(config, values, smoke).lock()
 
 
 def get_sweep():

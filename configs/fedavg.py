@@ -22,11 +22,12 @@ def smoke(config):
 def get_config(arg=None):
     config = base_config()
     config.update(model="cnn", dataset="mnist_subset", partition="dirichlet", rounds=50)
-    if parse_arg(arg).get("algorithm") in ADAPTIVE:
-        config.update(server_lr=1e-2, client_lr=0.0316)
+    if parse_arg(arg).get("algorithm") in ADAPTIVE:  # their sections carry server_lr=1e-2
+        config.client_lr = 0.0316
     return apply_arg(config, arg, smoke).lock()
 
 
 def get_sweep():
     """The FedAvg family at one non-IID setting: each algorithm with its own defaults."""
-    return [{"algorithm": a} for a in ("fedavg", "fedprox", "fedavgm", "scaffold", *ADAPTIVE)]
+    cells = [{"algorithm": a} for a in ("fedavg", "fedprox", "fedavgm", "scaffold")]
+    return cells + [{"algorithm": a, "client_lr": 0.0316} for a in ADAPTIVE]

@@ -21,4 +21,4 @@ def get_config(arg=None):
 
 def get_sweep():
     """Three seeds, and the pruning rate around the published default."""
-    return [{"seed": s} for s in fedltn_config.SEEDS] + [{"prune_rate": r} for r in RATES]
+    return [{"seed": s} for s in fedltn_config.SEEDS] + [{"lotteryfl.prune_rate": r} for r in RATES]

@@ -41,8 +41,9 @@ def central(config):
     config.update(
         dataset="fashion_mnist", train_examples=20000, partition="iid", num_clients=1,
         clients_per_round=1, local_epochs=1, rounds=10, batch_size=64, eval_every=1,
-        shrink_every=1, model="cnn", client_lr=0.05, client_momentum=0.9,
+        model="cnn", client_lr=0.05, client_momentum=0.9,
     )  # fmt: skip
+    config.maestro.shrink_every = 1
     config.model_kwargs = {"width": 8, "hidden": 128, "factorized": True}
 
 
@@ -50,19 +51,19 @@ def federated(config):
     config.update(
         dataset="fashion_mnist", train_examples=20000, partition="dirichlet", alpha=0.5,
         num_clients=100, clients_per_round=10, local_epochs=1, rounds=60, batch_size=32,
-        eval_every=10, shrink_every=5, rank_tiers=(0.25, 0.5, 1.0), model="cnn",
-        client_lr=0.05, client_momentum=0.9,
+        eval_every=10, model="cnn", client_lr=0.05, client_momentum=0.9,
     )  # fmt: skip
+    config.maestro.update(shrink_every=5, rank_tiers=(0.25, 0.5, 1.0))
     config.model_kwargs = {"width": 8, "hidden": 128, "factorized": True}
 
 
 def shakespeare(config):
     config.update(
         dataset="shakespeare", partition="natural", num_clients=50, clients_per_round=10,
-        local_epochs=1, rounds=40, batch_size=20, eval_every=10, shrink_every=5, lambda_gl=3e-3,
-        max_windows_per_client=200, eval_batch_size=500, model="transformer", client_lr=0.1,
-        client_momentum=0.9,
+        local_epochs=1, rounds=40, batch_size=20, eval_every=10, max_windows_per_client=200,
+        eval_batch_size=500, model="transformer", client_lr=0.1, client_momentum=0.9,
     )  # fmt: skip
+    config.maestro.update(shrink_every=5, lambda_gl=3e-3)
     config.model_kwargs = {"dim": 32, "heads": 2, "layers": 1, "factorized": True}
 
 
@@ -74,7 +75,8 @@ def get_config(arg=None):
             f"mode={mode!r}, method={method!r}; choose mode from {MODES}, method from {METHODS}"
         )
     config = base_config()
-    config.update(algorithm="maestro", lambda_gl=3e-4, epsilon_ps=1e-5, weight_decay=1e-4)
+    config.algorithm = "maestro"
+    config.maestro.update(lambda_gl=3e-4, epsilon_ps=1e-5, weight_decay=1e-4)
     {"central": central, "federated": federated, "shakespeare": shakespeare}[mode](config)  # fmt: skip
     if method == "maestro" and mode == "central":
         # measured: at 0.05 (dense's rate) the first epoch of ordered dropout diverged (NaN) twice
@@ -83,11 +85,10 @@ def get_config(arg=None):
         config.algorithm = "fedavg"
         config.model_kwargs.factorized = False
     if method == "svd":
-        config.update(lambda_gl=0.0, ordered_dropout=False, shrink_every=0)
-    text = ",".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in values.items())
-    return apply_arg(config, text, smoke).lock()
+        config.maestro.update(lambda_gl=0.0, ordered_dropout=False, shrink_every=0)
+    return apply_arg(config, values, smoke).lock()
 
 
 def get_sweep():
     """Maestro's group-lasso strength (the accuracy/size trade-off)."""
-    return [{"lambda_gl": lam} for lam in LAMBDAS]
+    return [{"maestro.lambda_gl": lam} for lam in LAMBDAS]

@@ -10,6 +10,7 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
+from fedsim.config import base_config, suggest_keys
 from fedsim.errors import ConfigError
 
 COMMANDS = ("run", "sweep", "data", "plot", "bench")
@@ -101,9 +102,9 @@ def parse_config_flags(args: list[str], directory_flag: str = "workdir"):
             raise cause from None
         raise ConfigError(f"bad flag: {_one_line(err)}") from None
     except AttributeError as err:  # an override of a key the config does not have
-        raise ConfigError(
-            f"--config.{str(err).strip(chr(34) + chr(39))}: no such config key"
-        ) from None
+        key = str(err).strip(chr(34) + chr(39))
+        hint = suggest_keys(base_config(), key)
+        raise ConfigError(f"--config.{key}: no such config key{hint}") from None
     if len(rest) > 1:
         raise ConfigError(f"unexpected argument {rest[1]!r}; {USAGE}")
     if values["config"].value is None and not any(a.startswith("--config") for a in args):
@@ -126,11 +127,11 @@ def parse_config_flags(args: list[str], directory_flag: str = "workdir"):
 def data_command(args: list[str]) -> None:
     """``fedsim data --config ... [--out DIR]``: federation statistics, printed and plotted."""
     from fedsim.data.stats import federation_summary, label_matrix_text
-    from fedsim.engine.loop import federation_from_config
+    from fedsim.engine.setup import load_federation
     from fedsim.metrics.plots import plot_federation
 
     config, out = parse_config_flags(args, directory_flag="out")
-    data = federation_from_config(config)
+    data = load_federation(config)
     for key, value in federation_summary(data).items():
         print(f"{key:>32}: {value:g}" if isinstance(value, float) else f"{key:>32}: {value}")
     print(label_matrix_text(data))
@@ -139,36 +140,30 @@ def data_command(args: list[str]) -> None:
         print(path)
 
 
-def _config_spec(args: list[str]) -> tuple[list[str], str]:
-    """``args`` without the ``--config`` flag, and that flag's value (``FILE.py[:ARG]``)."""
-    rest, spec, i = [], "", 0
-    while i < len(args):
-        if args[i] == "--config" and i + 1 < len(args):
-            spec, i = args[i + 1], i + 2
-            continue
-        if args[i].startswith("--config="):
-            spec = args[i].partition("=")[2]
-        else:
-            rest.append(args[i])
-        i += 1
-    return rest, spec
+def _config_path(args: list[str]) -> str:
+    """The config file of the ``--config FILE.py[:ARG]`` flag in ``args``."""
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            return args[i + 1].partition(":")[0]
+        if arg.startswith("--config="):
+            return arg.partition("=")[2].partition(":")[0]
+    return ""
 
 
 def sweep_command(args: list[str]) -> None:
     """``fedsim sweep --config FILE.py[:ARG] ... --workdir DIR``: every cell of the config's
     ``get_sweep()`` in ``DIR/<key=value-...>`` (``fedsim.sweep``: new cells that differ only in seeds
-    or numeric hyper-parameters train as one vmapped program), then ``DIR/sweep.json``,
-    ``DIR/results.csv`` and ``DIR/sweep.png``."""
-    from fedsim.config import sweep_cells
+    or traceable hyper-parameters train as one vmapped program), then ``DIR/sweep.json``,
+    ``DIR/results.csv`` and ``DIR/sweep.png``. A cell's values (any type: numbers, tuples, dicts;
+    dotted keys reach into sections) are set on the flags' config."""
+    from fedsim.config import sweep_cells, with_overrides
+    from fedsim.engine.setup import check_config
     from fedsim.sweep import run_sweep
 
-    _, workdir = parse_config_flags(args)  # every flag checked once, before any run starts
-    rest, spec = _config_spec(args)
-    path, _, base_arg = spec.partition(":")
-    cells = []
-    for overrides in sweep_cells(path):  # every cell's config checked before any run
-        arg = ",".join(filter(None, [base_arg, *(f"{k}={v}" for k, v in overrides.items())]))
-        cells.append((overrides, parse_config_flags([f"--config={path}:{arg}", *rest])[0]))
+    config, workdir = parse_config_flags(args)
+    cells = [(o, with_overrides(config, o)) for o in sweep_cells(_config_path(args))]
+    for _, cell in cells:  # every cell's config checked before any run
+        check_config(cell)
     run_sweep(cells, workdir)
     print(Path(workdir) / "sweep.json")
 

@@ -1,17 +1,23 @@
-"""Experiment configs: ``ml_collections.ConfigDict`` with the standard keys of CONTRACT.md.
+"""Experiment configs: ``ml_collections.ConfigDict`` with fedsim's shared keys plus one section per
+algorithm.
 
 Config files are Python: ``get_config(arg) -> ConfigDict`` built from ``base_config()`` and
 ``apply_arg(config, arg)``, where ``arg`` is the text after ``:`` in ``--config FILE.py:ARG``, a comma
-list ``key=value`` (``smoke`` alone means ``smoke=True``). ``validate`` checks every field before any
-work starts and raises ``ConfigError`` with one line naming the bad value.
+list ``key=value`` (``smoke`` alone means ``smoke=True``; dotted keys reach into sections). Each
+algorithm's own hyper-parameters live in its section, ``config.<name>`` (e.g. ``config.fedprox.mu``),
+filled from its ``AlgorithmSpec.hparams``, so selecting an algorithm brings its defaults. ``validate``
+checks every field before any work starts and raises ``ConfigError`` with one line naming the bad value.
 """
 
 import ast
+import copy
 import importlib.util
 from pathlib import Path
 
 from ml_collections import ConfigDict, config_dict
 
+from fedsim import algorithms
+from fedsim.algorithms.spec import AlgorithmSpec
 from fedsim.errors import ConfigError
 
 
@@ -45,35 +51,11 @@ def base_config() -> ConfigDict:
     c.client_lr = 0.01
     c.client_optimizer = "sgd"
     c.client_momentum = 0.0  # passed to the client optimiser as ``momentum`` when > 0
-    c.server_lr = 1.0
-    c.server_optimizer = "sgd"
-    c.server_momentum = 0.9
-    c.server_beta1 = 0.9
-    c.server_beta2 = 0.99
-    c.server_tau = 1e-3
-    c.prox_mu = 0.01
-    # personalisation and pruning (FedLTN family, fedsim.algorithms.fedltn and its baselines)
+    # shared by personalised methods (clients that validate, prune or fine-tune locally)
     c.val_fraction = 0.0  # share of each client's training data held out for local validation
-    c.finetune_epochs = 1  # fedavg_ft: local epochs of fine-tuning before a client is evaluated
-    c.ditto_lambda = 0.1
-    c.target_density = 0.1
-    c.prune_rate = 0.2
-    c.prune_threshold = 0.5
-    c.prune_scope = "layer"
-    c.aggregation_weights = "uniform"  # masked aggregation weights a_k: 'uniform' or 'examples'
-    c.density_budgets = ()  # fedltn lean start: per-client density tiers, e.g. (1.0, 0.5, 0.25)
-    c.jump_start_rounds = 0  # fedltn Jump-Start: local-only virtual rounds before round 1 (spec: 3)
-    c.subfedavg_dist_thresh = 1e-4  # Sub-FedAvg: mask change needed to accept a pruning step
-    # Maestro (fedsim.algorithms.maestro; needs model_kwargs.factorized=True)
-    c.lambda_gl = 1e-6  # hierarchical group lasso strength
-    c.epsilon_ps = 1e-5  # progressive shrinking: slots with importance below this are cut
-    c.weight_decay = 1e-4  # coupled weight decay on the client's own slots
-    c.shrink_every = 1  # rounds between shrinking steps (0 = never)
-    c.ordered_dropout = True  # per-layer rank sampling; False trains every kept slot
-    c.recalibrate_bn = True  # re-estimate BatchNorm statistics of the full model after training
+    c.finetune_epochs = 1  # local epochs of a personal evaluation's task (fedavg_ft fine-tunes)
     c.init_from = ""  # start from a finished run's model.msgpack (SVD-factorised if factorized)
     c.init_params_budget = 0  # truncated SVD of init_from to this many deployed params (0 = full)
-    c.rank_tiers = (1.0,)  # FjORD capacity tiers: client k trains ceil(p r) slots, p = tiers[k % T]
     # client sampling (fedsim.engine.round) and user-level DP (fedsim.privacy; dp_clip=0: no DP)
     c.client_sampling = "fixed"  # 'fixed': K clients a round; 'poisson': each with q = K / N
     c.dp_clip = 0.0  # clip norm C of every client's update
@@ -94,6 +76,8 @@ def base_config() -> ConfigDict:
     c.straggler_fraction = 0.0
     c.straggler_work = 0.5
     c.poison_fraction = 0.0
+    for name in algorithms.ALGORITHMS:  # each algorithm's own hyper-parameters, as it declares them
+        c[name] = ConfigDict(dict(algorithms.get_spec(name).hparams))
     return c
 
 
@@ -114,9 +98,10 @@ def load_config(spec: str) -> ConfigDict:
 
 
 def parse_arg(arg: str | None) -> dict:
-    """``'a=1,b=x,smoke'`` -> ``{'a': 1, 'b': 'x', 'smoke': True}`` (values as Python literals)."""
+    """``'a=1,b=x,smoke'`` -> ``{'a': 1, 'b': 'x', 'smoke': True}`` (values as Python literals; commas
+    inside brackets or quotes belong to the value, so ``budgets=(1.0,0.5)`` is one item)."""
     out = {}
-    for item in filter(None, (arg or "").split(",")):
+    for item in filter(None, _top_level_items(arg or "")):
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep:
@@ -129,19 +114,83 @@ def parse_arg(arg: str | None) -> dict:
     return out
 
 
-def apply_arg(config: ConfigDict, arg: str | None, smoke=None) -> ConfigDict:
-    """Applies ``ARG`` overrides; ``smoke(config)`` shrinks the run first when ``smoke`` is set."""
-    values = parse_arg(arg)
+def _top_level_items(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets and quotes."""
+    items, depth, quote, start = [], 0, None, 0
+    for i, char in enumerate(text):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    return [*items, text[start:]]
+
+
+def apply_arg(config: ConfigDict, arg: str | dict | None, smoke=None) -> ConfigDict:
+    """Applies ``ARG`` overrides (text, or a dict of values); ``smoke(config)`` shrinks the run first
+    when ``smoke`` is set. Dotted keys (``fedprox.mu``) set a key of a section."""
+    values = arg if isinstance(arg, dict) else parse_arg(arg)
     if values.get("smoke") and smoke is not None:
         smoke(config)
     for key, value in values.items():
-        if key not in config:
-            raise ConfigError(f"config ARG key {key!r} is unknown; known keys: {', '.join(config)}")
-        try:
-            config[key] = type(config[key])(value) if _widen(config[key], value) else value
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"config ARG {key}={value!r}: {err}") from None
+        set_value(config, key, value, what="config ARG key")
     return config
+
+
+def set_value(config: ConfigDict, key: str, value, what: str = "config key") -> None:
+    """``config[key] = value`` for a dotted ``key``, widening ints to floats; one-line errors."""
+    *sections, leaf = key.split(".")
+    node = config
+    for name in sections:
+        node = node.get(name) if isinstance(node, ConfigDict) else None
+    if not isinstance(node, ConfigDict) or leaf not in node:
+        raise ConfigError(f"{what} {key!r} is unknown{suggest_keys(config, key)}")
+    current = node[leaf]
+    try:
+        node[leaf] = type(current)(value) if _widen(current, value) else value
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{key}={value!r}: {err}") from None
+
+
+def dotted_keys(config: ConfigDict) -> list[str]:
+    """Every leaf key of ``config``, sections spelled ``section.key`` (``model_kwargs`` as one)."""
+    keys = []
+    for key, value in config.items():
+        if isinstance(value, ConfigDict) and key != "model_kwargs":
+            keys.extend(f"{key}.{inner}" for inner in dotted_keys(value))
+        else:
+            keys.append(key)
+    return keys
+
+
+def suggest_keys(config: ConfigDict, key: str) -> str:
+    """``'; did you mean ...?'`` naming the closest keys (a key moved into a section is found by its
+    last part, e.g. ``prox_mu`` -> ``fedprox.mu``), or a pointer to ``fedsim keys``."""
+    import difflib
+
+    known = dotted_keys(config)
+    leaf = key.split(".")[-1]
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    close += [k for k in known if k.split(".")[-1] in (leaf, leaf.split("_")[-1]) and "." in k]
+    close = list(dict.fromkeys(close))[:4]
+    if close:
+        return f"; did you mean {' or '.join(close)}? (every key: fedsim keys)"
+    return "; every key with its default: fedsim keys"
+
+
+def with_overrides(config: ConfigDict, values: dict) -> ConfigDict:
+    """A locked copy of ``config`` with ``values`` set (dotted keys reach into sections)."""
+    cell = copy.deepcopy(config)
+    cell.unlock()
+    for key, value in values.items():
+        set_value(cell, key, value, what="sweep key")
+    return cell.lock()
 
 
 def _widen(current, value) -> bool:
@@ -171,55 +220,75 @@ def data_seed(config) -> int:
     return config.seed if config.data_seed == -1 else config.data_seed
 
 
+POSITIVE = (
+    "num_clients",
+    "rounds",
+    "local_epochs",
+    "batch_size",
+    "eval_every",
+    "eval_batch_size",
+    "labels_per_client",
+    "shards_per_client",
+)
+NON_NEGATIVE = (
+    "chunk_size",
+    "devices",
+    "min_client_size",
+    "checkpoint_every",
+    "max_windows_per_client",
+    "finetune_epochs",
+    "train_examples",
+    "init_params_budget",
+)
+FRACTIONS = {  # key: (lowest, highest, whether the highest is allowed)
+    "dropout_prob": (0, 1, False),
+    "val_fraction": (0, 1, False),
+    "client_momentum": (0, 1, False),
+    "straggler_fraction": (0, 1, True),
+    "poison_fraction": (0, 1, True),
+}
+
+
 def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
     """Checks every field that does not need the data; raises ``ConfigError`` on the first bad one.
 
-    ``registries`` maps ``algorithm``/``model``/``dataset``/``partition`` to the accepted names.
+    ``registries`` maps ``dataset``/``partition`` to the accepted names; the algorithm's own section
+    is checked by its ``AlgorithmSpec``.
     """
     for key, names in registries.items():
         if config[key] not in names:
             raise ConfigError(
                 f"{key}={config[key]!r} is not registered; choose one of: {', '.join(names)}"
             )
-    positive_ints = (
-        "num_clients",
-        "rounds",
-        "local_epochs",
-        "batch_size",
-        "eval_every",
-        "eval_batch_size",
-        "labels_per_client",
-        "shards_per_client",
-    )
-    for key in positive_ints:
+    _check_numbers(config)
+    _check_clients(config)
+    check_algorithm(config, algorithms.get_spec(config.algorithm))
+
+
+def _check_numbers(config) -> None:
+    for key in POSITIVE:
         if config[key] < 1:
             raise ConfigError(f"{key}={config[key]} must be a positive integer")
     if config.seed < 0:
         raise ConfigError(f"seed={config.seed} must be >= 0")
     if config.data_seed < -1:
         raise ConfigError(f"data_seed={config.data_seed} must be >= 0, or -1 for seed")
-    for key in ("alpha", "beta", "client_lr", "server_lr", "server_tau"):
+    for key in ("alpha", "beta", "client_lr"):
         if not config[key] > 0:
             raise ConfigError(f"{key}={config[key]} must be > 0")
-    for key in (
-        "chunk_size",
-        "devices",
-        "min_client_size",
-        "prox_mu",
-        "checkpoint_every",
-        "max_windows_per_client",
-        "finetune_epochs",
-        "ditto_lambda",
-        "train_examples",
-        "lambda_gl",
-        "epsilon_ps",
-        "weight_decay",
-        "shrink_every",
-        "init_params_budget",
-        "jump_start_rounds",
-    ):
+    for key in NON_NEGATIVE:
         if config[key] < 0:
             raise ConfigError(f"{key}={config[key]} must be >= 0")
+    for key, (low, high, closed) in FRACTIONS.items():
+        if not (low <= config[key] <= high if closed else low <= config[key] < high):
+            raise ConfigError(
+                f"{key}={config[key]} must lie in [{low}, {high}{']' if closed else ')'}"
+            )
+    if not 0 < config.straggler_work <= 1:
+        raise ConfigError(f"straggler_work={config.straggler_work} must lie in (0, 1]")
+
+
+def _check_clients(config) -> None:
     if config.client_fraction is not None:
         if not 0 < config.client_fraction <= 1:
             raise ConfigError(f"client_fraction={config.client_fraction} must lie in (0, 1]")
@@ -228,45 +297,56 @@ def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
             f"clients_per_round={config.clients_per_round} must lie in [1, num_clients="
             f"{config.num_clients}]"
         )
-    for key in (
-        "server_momentum",
-        "server_beta1",
-        "server_beta2",
-        "dropout_prob",
-        "val_fraction",
-        "client_momentum",
-    ):
-        if not 0 <= config[key] < 1:
-            raise ConfigError(f"{key}={config[key]} must lie in [0, 1)")
-    for key in ("straggler_fraction", "poison_fraction", "prune_threshold", "prune_rate"):
-        if not 0 <= config[key] <= 1:
-            raise ConfigError(f"{key}={config[key]} must lie in [0, 1]")
-    check_choices(
-        config, {"prune_scope": ("layer", "global"), "aggregation_weights": ("uniform", "examples")}
-    )
-    if not all(0 < b <= 1 for b in config.density_budgets):
+
+
+def algorithm_hparams(config, spec: AlgorithmSpec) -> dict:
+    """The algorithm's section as a dict: ``config.<spec.name>``, or its defaults when absent."""
+    if spec.name not in config:
+        return dict(spec.hparams)
+    section = config[spec.name]
+    if not isinstance(section, ConfigDict):
+        raise ConfigError(f"{spec.name}={section!r}: the algorithm's section must be a ConfigDict")
+    values = section.to_dict()
+    unknown = sorted(set(values) - set(spec.hparams))
+    if unknown:
         raise ConfigError(
-            f"density_budgets={tuple(config.density_budgets)}: each must lie in (0, 1]"
+            f"{spec.name}.{unknown[0]} is not a hyper-parameter of algorithm {spec.name!r}; it has: "
+            f"{', '.join(spec.hparams) or 'none'}"
         )
-    if not config.rank_tiers or not all(0 < p <= 1 for p in config.rank_tiers):
-        raise ConfigError(
-            f"rank_tiers={tuple(config.rank_tiers)}: give one or more fractions in (0, 1]"
-        )
+    return {**spec.hparams, **values}
+
+
+def check_algorithm(config, spec: AlgorithmSpec) -> None:
+    """The algorithm's own section (its ``check``) and what it needs from the shared keys."""
+    hparams = algorithm_hparams(config, spec)
+    if spec.check is not None:
+        spec.check(hparams)
     factorized = bool(config.model_kwargs.get("factorized", False))
-    if factorized != (config.algorithm == "maestro"):
+    if factorized != spec.factorized:
         raise ConfigError(
             f"model_kwargs.factorized={factorized} with algorithm={config.algorithm!r}: "
-            "algorithm 'maestro' trains factorised models (factorized=True), every other one dense"
+            f"it trains {'factorised (factorized=True)' if spec.factorized else 'dense'} models"
         )
-    if config.jump_start_rounds and config.algorithm != "fedltn":
+    if spec.needs_validation and not config.val_fraction:
         raise ConfigError(
-            f"jump_start_rounds={config.jump_start_rounds} with algorithm={config.algorithm!r}: "
-            "Jump-Start belongs to algorithm 'fedltn' (use 0 for any other)"
+            f"val_fraction=0 with algorithm={config.algorithm!r}: it prunes on each client's "
+            "held-out validation split; set val_fraction in (0, 1), e.g. 0.1"
         )
-    if not 0 < config.target_density <= 1:
-        raise ConfigError(f"target_density={config.target_density} must lie in (0, 1]")
-    if not 0 < config.straggler_work <= 1:
-        raise ConfigError(f"straggler_work={config.straggler_work} must lie in (0, 1]")
+
+
+def with_algorithm_section(config) -> ConfigDict:
+    """``config`` with the selected algorithm's section present (a plug-in's defaults filled in), so
+    the saved ``config.json`` holds every hyper-parameter the run used."""
+    spec = algorithms.get_spec(config.algorithm)
+    if spec.name in config:
+        return config
+    if spec.name in base_config():
+        raise ConfigError(
+            f"algorithm {config.algorithm!r} is named {spec.name!r}, a shared config key"
+        )
+    filled = ConfigDict(config.to_dict())
+    filled[spec.name] = ConfigDict(dict(spec.hparams))
+    return filled.lock()
 
 
 def sweep_cells(path: str) -> list[dict]:

@@ -11,7 +11,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from fedsim.checkpoint import Checkpoints
-from fedsim.engine.loop import Experiment
+from fedsim.config import with_algorithm_section
+from fedsim.engine import loop
+from fedsim.engine.grid import check_batchable
+from fedsim.engine.setup import build_experiment
 from fedsim.errors import ConfigError
 from fedsim.model_file import model_files
 
@@ -80,101 +83,92 @@ def run(config, workdir: str | os.PathLike, progress: bool = True) -> dict:
     evaluation's per-client accuracies), TensorBoard event files and ``checkpoints/``. Every check
     (config, data, workdir) happens before the workdir is touched, so bad input leaves nothing.
     """
-    from tensorboardX import SummaryWriter
-
     workdir = Path(workdir)
+    config = with_algorithm_section(config)
     config_json = _config_json(config)
     resuming = _existing_run(workdir, config_json)
     if resuming and (workdir / "summary.json").exists():
         return json.loads((workdir / "summary.json").read_text())
-    experiment = Experiment(config)
+    experiment = build_experiment(config)
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(workdir / "checkpoints")
-    start = checkpoints.restore_latest(experiment.abstract_state()) if resuming else None
+    start = checkpoints.restore_latest(loop.abstract_state(experiment)) if resuming else None
     first_round = start.round if start else 0
     _write_atomically(workdir / "config.json", config_json)
     _write_atomically(
         workdir / "metrics.jsonl", "".join(_metrics_up_to(workdir / "metrics.jsonl", first_round))
     )
     every = config.checkpoint_every or config.eval_every
-    board = SummaryWriter(str(workdir), purge_step=first_round + 1)
-    bar = tqdm(
-        total=config.rounds, initial=first_round, desc="rounds", unit="round", disable=not progress
-    )
-    with open(workdir / "metrics.jsonl", "a") as metrics_file, bar:
-        record = None
-        for record in experiment.records(start):
-            if record.metrics is not None:
-                _log_row(metrics_file, board, record.metrics)
-            if record.round % every == 0 and record.round < config.rounds:
-                checkpoints.save(record.state)
-            postfix = {"MB": f"{record.traffic_mb:.1f}"}
-            if record.global_acc is not None:
-                postfix["acc"] = f"{record.global_acc:.3f}"
+    on_round = lambda record: _checkpoint(checkpoints, record, every, config.rounds)
+    record = _drive(loop.run([experiment], start), [workdir], first_round, config.rounds,
+                    "rounds", progress, on_round)  # fmt: skip
+    checkpoints.close()
+    return _write_results(workdir, record, 0, {"resumed_from_round": first_round})
+
+
+def _checkpoint(checkpoints: Checkpoints, record, every: int, rounds: int) -> None:
+    if record.round % every == 0 and record.round < rounds:
+        checkpoints.save(record.state(0))
+
+
+def _drive(records, workdirs: list[Path], first_round: int, rounds: int, label: str, progress,
+           on_round=None):  # fmt: skip
+    """Consumes the loop's records: metrics rows to each workdir's files, the progress bar, and
+    ``on_round(record)``; returns the last record."""
+    from tensorboardX import SummaryWriter
+
+    boards = [SummaryWriter(str(w), purge_step=first_round + 1) for w in workdirs]
+    bar = tqdm(total=rounds, initial=first_round, desc=label, unit="round", disable=not progress)
+    record = None
+    with bar:
+        for record in records:
+            for workdir, board, row in zip(workdirs, boards, record.rows, strict=True):
+                if row is not None:
+                    with open(workdir / "metrics.jsonl", "a") as metrics_file:
+                        _log_row(metrics_file, board, row)
+            if on_round is not None:
+                on_round(record)
+            postfix = {"MB": f"{record.traffic_mb[0]:.1f}"}
+            if record.global_acc[0] is not None:
+                postfix["acc"] = f"{record.global_acc[0]:.3f}"
             bar.set_postfix(postfix, refresh=False)
             bar.update(1)
-    board.close()
-    checkpoints.close()
-    return _write_results(
-        workdir,
-        record.state.server_state.model if record else None,
-        experiment.personal_acc,
-        {**experiment.summary, "resumed_from_round": first_round},
-    )
+    for board in boards:
+        board.close()
+    return record
 
 
-def _write_results(workdir: Path, model, personal_acc, summary: dict) -> dict:
-    """The files of a finished run: model, ``personal_acc.json`` and, last, ``summary.json``."""
-    if model is not None:
-        for name, content in model_files(model).items():
-            _write_atomically(workdir / name, content)
-    personal = {"round": summary["rounds"], "personal_acc": personal_acc.tolist()}
+def _write_results(workdir: Path, record, g: int, extra: dict) -> dict:
+    """The files of cell ``g``'s finished run: model, ``personal_acc.json`` and, last,
+    ``summary.json`` (the loop's summary plus ``extra``)."""
+    summary = {**record.summaries[g], **extra}
+    for name, content in model_files(record.state(g).server_state.model).items():
+        _write_atomically(workdir / name, content)
+    personal = {"round": summary["rounds"], "personal_acc": record.personal_acc[g].tolist()}
     _write_atomically(workdir / "personal_acc.json", json.dumps(personal) + "\n")
     _write_atomically(workdir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
 def run_grid(configs, workdirs: list, progress: bool = True) -> list[dict]:
-    """Runs new cells as one vmapped program (``fedsim.engine.grid.Grid``); returns their summaries.
+    """Runs new cells as one vmapped program (``fedsim.engine.grid``); returns their summaries.
 
     Each workdir gets what ``run`` writes except checkpoints: a grid is not resumed mid-way, and a
     later ``fedsim sweep`` reruns an interrupted grid's cells one by one. Raises ``NotBatchable`` (or
     ``ConfigError``) before any file is written when the cells cannot share a program.
     """
-    from tensorboardX import SummaryWriter
-
-    from fedsim.engine.grid import Grid
-
     workdirs = [Path(w) for w in workdirs]
     for workdir in workdirs:
         if workdir.exists():
             raise ConfigError(f"workdir={str(workdir)!r} exists; a grid starts only new cells")
-    grid = Grid(configs)
-    boards = []
+    configs = [with_algorithm_section(c) for c in configs]
+    check_batchable(configs)
+    experiments = [build_experiment(c) for c in configs]
     for workdir, config in zip(workdirs, configs, strict=True):
         workdir.mkdir(parents=True)
         _write_atomically(workdir / "config.json", _config_json(config))
         (workdir / "metrics.jsonl").write_text("")
-        boards.append(SummaryWriter(str(workdir)))
-    bar = tqdm(total=configs[0].rounds, desc=f"{len(configs)} cells", unit="round",
-               disable=not progress)  # fmt: skip
-    with bar:
-        for _, rows in grid.records():
-            for workdir, board, row in zip(workdirs, boards, rows, strict=True):
-                if row is not None:
-                    with open(workdir / "metrics.jsonl", "a") as metrics_file:
-                        _log_row(metrics_file, board, row)
-            bar.update(1)
-    for board in boards:
-        board.close()
-    return [
-        _write_results(
-            workdir,
-            server.model,
-            experiment.personal_acc,
-            {**summary, "resumed_from_round": 0, "grid_cells": len(configs)},
-        )  # fmt: skip
-        for workdir, experiment, summary, (server, _) in zip(
-            workdirs, grid.experiments, grid.summaries, grid.final_states, strict=True
-        )
-    ]
+    label = f"{len(configs)} cells"
+    record = _drive(loop.run(experiments), workdirs, 0, configs[0].rounds, label, progress)
+    extra = {"resumed_from_round": 0, "grid_cells": len(configs)}
+    return [_write_results(w, record, g, extra) for g, w in enumerate(workdirs)]

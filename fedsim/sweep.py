@@ -1,8 +1,8 @@
 """``fedsim sweep``: every cell of a config's ``get_sweep()``, as few compiled programs as possible.
 
-New cells that differ only in seeds or numeric hyper-parameters (``fedsim.engine.grid.GRID_KEYS``;
-seeds need a fixed ``data_seed`` so that every cell has the same data shapes) train as one vmapped
-program. The others run one after another (finished cells skipped, interrupted ones resumed) with
+New cells that differ only in seeds or traceable hyper-parameters (``client_lr`` and the keys each
+algorithm's ``AlgorithmSpec.traceable`` names, ``fedsim.engine.grid``; seeds need a fixed ``data_seed``
+so that every cell has the same data shapes) train as one vmapped program. The others run one after another (finished cells skipped, interrupted ones resumed) with
 JAX's persistent compilation cache in ``DIR/.jax_cache``, so identical programs compile once. Writes
 ``DIR/sweep.json`` (every cell's overrides and summary), ``DIR/results.csv`` and ``DIR/sweep.png``.
 """
@@ -36,7 +36,8 @@ CSV_FIELDS = (
 
 
 def cell_name(overrides: dict) -> str:
-    return "-".join(f"{k}={v}" for k, v in overrides.items()) or "default"
+    """The cell's directory name: ``key=value`` pairs joined by ``-`` (spaces dropped)."""
+    return "-".join(f"{k}={v}".replace(" ", "") for k, v in overrides.items()) or "default"
 
 
 def use_compile_cache(workdir: Path) -> None:

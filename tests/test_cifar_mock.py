@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 
 from fedsim.config import load_config
 from fedsim.data.tfds_source import load_tfds
-from fedsim.engine.loop import Experiment
+from fedsim.engine import loop, setup
 
 # 4 clients with two labels each cannot hold all ten classes; the partitioner says so every time
 pytestmark = pytest.mark.filterwarnings("ignore:label_quantity. no client holds labels:UserWarning")
@@ -54,10 +54,11 @@ def test_every_grid_cell_builds_on_cifar10(mock_cifar10):
             "bn_cnn",
             cell["algorithm"],
         )
-        experiment = Experiment(config)
+        experiment = setup.build_experiment(config)
         assert experiment.data.x_train.shape[1:] == (32, 32, 3)
         assert experiment.data.num_classes == 10
-    server_state, _ = experiment.init()  # the last cell's model accepts 32x32x3 images
+    algorithm = setup.programs(experiment).algorithm  # the last cell's model accepts 32x32x3
+    server_state, _ = setup.init_states(experiment, algorithm)
     assert server_state.model is not None
 
 
@@ -65,15 +66,15 @@ def test_every_grid_cell_builds_on_cifar10(mock_cifar10):
 def test_fedltn_grid_runs_on_mock_cifar10(mock_cifar10, algorithm):
     config = _config(algorithm)
     assert dict(config.model_kwargs) == {"width": 4}
-    assert (config.prune_threshold, config.target_density) == (0.0, 0.5)
-    experiment = Experiment(config)
+    assert (config.fedltn.prune_threshold, config.fedltn.target_density) == (0.0, 0.5)
+    experiment = setup.build_experiment(config)
     data = experiment.data
     assert data.name == "cifar10"
     assert data.x_train.shape[1:] == (32, 32, 3) and data.x_train.dtype == np.float32
     assert data.x_train.min() >= 0.0 and data.x_train.max() <= 1.0
     assert (data.label_histogram > 0).sum(axis=1).max() <= 2  # '#C=2'
 
-    history = [r.metrics for r in experiment.records() if r.metrics]
+    history = [r.metrics for r in loop.run(experiment) if r.metrics]
     assert [m["round"] for m in history] == [1, 2]
     last = history[-1]
     keys = (
@@ -91,6 +92,6 @@ def test_fedltn_grid_runs_on_mock_cifar10(mock_cifar10, algorithm):
     assert last["up_mb"] > history[0]["up_mb"] > 0 and last["down_mb"] > 0
     if algorithm == "fedltn":
         assert last["density"] < 1.0  # pruned from the first round (prune_threshold=0)
-        assert last["density"] >= config.target_density
+        assert last["density"] >= config.fedltn.target_density
     else:
         assert last["density"] == 1.0

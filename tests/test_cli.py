@@ -35,7 +35,14 @@ BAD_INPUTS = [
     ([f"--config={FEDAVG}:smoke", "--config.rounds=0"], "rounds=0"),
     ([f"--config={FEDAVG}:smoke", "--config.client_lr=-0.1"], "client_lr=-0.1"),
     ([f"--config={FEDAVG}:smoke", "--config.client_optimizer=sgdd"], "client_optimizer='sgdd'"),
-    ([f"--config={FEDAVG}:smoke", "--config.server_momentum=1.0"], "server_momentum=1.0"),
+    (
+        [f"--config={FEDAVG}:smoke,algorithm=fedavgm", "--config.fedavgm.momentum=1.0"],
+        "fedavgm.momentum=1.0",
+    ),
+    ([f"--config={FEDAVG}:smoke", "--config.prox_mu=0.1"], "fedprox.mu"),  # moved into a section
+    ([f"--config={FEDAVG}:smoke,server_lr=0.5"], "fedavg.server_lr"),
+    ([f"--config={FEDAVG}:smoke,fedprox.nu=1"], "fedprox.nu"),
+    ([f"--config={FEDAVG}:smoke,algorithm=fedltn"], "val_fraction=0"),  # it needs a split
     ([f"--config={FEDAVG}:smoke,algorithm=scaffold", "--config.client_optimizer=adam"], "scaffold"),
     ([f"--config={FEDAVG}:smoke", "--config.no_such_key=1"], "no_such_key"),
     ([f"--config={FEDAVG}:smoke", "--config.local_epochs=two"], "local_epochs"),
@@ -49,9 +56,12 @@ BAD_INPUTS = [
     ([f"--config={FEDAVG}:smoke", "--config.seed=-3"], "seed=-3"),
     ([f"--config={FEDAVG}:smoke,partition=natural"], "partition='natural'"),
     ([f"--config={FEDAVG}:smoke,dataset=shakespeare,partition=iid"], "dataset='shakespeare'"),
-    ([f"--config={FEDAVG}:smoke,algorithm=fedadam", "--config.server_tau=0"], "server_tau=0.0"),
-    ([f"--config={FEDAVG}:smoke,algorithm=fedavg,jump_start_rounds=3"], "jump_start_rounds=3"),
-    ([f"--config={FEDAVG}:smoke,algorithm=fedltn,jump_start_rounds=-1"], "jump_start_rounds=-1"),
+    ([f"--config={FEDAVG}:smoke,algorithm=fedadam", "--config.fedadam.tau=0"], "fedadam.tau=0.0"),
+    ([f"--config={FEDAVG}:smoke,jump_start_rounds=3"], "fedltn.jump_start_rounds"),
+    (
+        [f"--config={FEDAVG}:smoke,algorithm=fedltn,fedltn.jump_start_rounds=-1,val_fraction=0.2"],
+        "fedltn.jump_start_rounds=-1",
+    ),
     ([f"--config={FEDAVG}:smoke,dataset=npz"], "data_path"),
     ([f"--config={FEDAVG}:smoke,dataset=npz", "--config.data_path=/no/such.npz"], "/no/such.npz"),
 ]

@@ -9,8 +9,7 @@ import pytest
 
 from fedsim.algorithms.fedavg import fedavg
 from fedsim.config import base_config
-from fedsim.engine import faults
-from fedsim.engine.loop import Experiment
+from fedsim.engine import faults, loop, setup
 from fedsim.engine.round import Federation, build_round_fn
 from fedsim.models import get_model
 
@@ -84,16 +83,16 @@ def test_poisoned_clients_are_excluded_and_accuracy_holds():
             poison_fraction=poison,
         )  # fmt: skip
         config.model_kwargs = {"hidden": (32,)}
-        experiment = Experiment(config)
-        records = list(experiment.records())
+        experiment = setup.build_experiment(config)
+        records = list(loop.run(experiment))
         return experiment, records[-1]
 
     _, clean = run(0.0)
     poisoned, last = run(0.2)
     clean_metrics, metrics = clean.metrics, last.metrics
     assert len(poisoned.poisoned_clients) == 4
-    assert poisoned.summary["poisoned_clients"] == sorted(poisoned.poisoned_clients.tolist())
+    assert last.summaries[0]["poisoned_clients"] == sorted(poisoned.poisoned_clients.tolist())
     assert metrics["clients_failed_total"] > 0
-    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(last.state.server_state))
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(last.state(0).server_state))
     assert clean_metrics["global_acc"] > 0.85
     assert metrics["global_acc"] == pytest.approx(clean_metrics["global_acc"], abs=0.03)

@@ -15,14 +15,14 @@ from fedsim.compress import masks
 from fedsim.config import load_config
 from fedsim.data.datasets import load_dataset
 from fedsim.data.federated import hold_out_validation, make_federation
-from fedsim.engine.loop import Experiment
+from fedsim.engine import loop, setup
 
 METHODS = runpy.run_path("configs/fedltn.py")["METHODS"]
 
 
 def run(arg):
-    experiment = Experiment(load_config(f"configs/fedltn.py:smoke,{arg}"))
-    records = list(experiment.records())
+    experiment = setup.build_experiment(load_config(f"configs/fedltn.py:smoke,{arg}"))
+    records = list(loop.run(experiment))
     return experiment, records[-1]
 
 
@@ -44,8 +44,8 @@ def test_fedltn_prunes_keeps_zeros_and_counts_sparse_traffic():
     fedavg_experiment, fedavg_last = run("algorithm=fedavg,rounds=4")
     assert last.metrics["density"] < 1.0
     assert last.metrics["model_mb"] < fedavg_last.metrics["model_mb"]
-    assert last.traffic_mb < fedavg_last.traffic_mb
-    clients = last.state.client_states
+    assert last.traffic_mb[0] < fedavg_last.traffic_mb[0]
+    clients = last.state(0).client_states
     for p, m in zip(jax.tree.leaves(clients.params), jax.tree.leaves(clients.mask), strict=True):
         m = np.asarray(m).reshape(m.shape + (1,) * (p.ndim - m.ndim))
         assert not np.any(np.asarray(p)[~np.broadcast_to(m, p.shape)])
@@ -57,15 +57,15 @@ def test_fedltn_prunes_keeps_zeros_and_counts_sparse_traffic():
 
 def test_jump_start_uploads_once_before_round_1_and_starts_pruned():
     _, plain = run("algorithm=fedltn,rounds=1,eval_every=1")
-    experiment, jump = run("algorithm=fedltn,rounds=1,eval_every=1,jump_start_rounds=3")
+    experiment, jump = run("algorithm=fedltn,rounds=1,eval_every=1,fedltn.jump_start_rounds=3")
     # every client (8) uploaded its warm-up model once; round 1 downloads a sparse server model
     assert jump.metrics["up_mb"] > plain.metrics["up_mb"]
     assert jump.metrics["down_mb"] < plain.metrics["down_mb"]
     # three virtual rounds (prune_rate 0.2, target 0.5 in smoke) left every client near the target
     assert jump.metrics["density"] < 0.6 < plain.metrics["density"]
-    assert np.all(np.asarray(jump.state.client_states.joined))
+    assert np.all(np.asarray(jump.state(0).client_states.joined))
     local_epochs = experiment.config.local_epochs  # the warm-up's training is counted
-    assert jump.state.counters["samples"] > 3 * local_epochs * experiment.data.num_examples.sum()
+    assert jump.state(0).counters["samples"] > 3 * local_epochs * experiment.data.num_examples.sum()
 
 
 def test_lean_start_reports_each_tier_within_its_budget():
@@ -106,12 +106,11 @@ def test_sweep_runs_every_cell_and_skips_finished_ones(tmp_path, capsys):
         "seed=0",
         "seed=1",
         "seed=2",
-        "prune_rate=0.05",
-        "prune_rate=0.2",
+        "subfedavg.prune_rate=0.05",
+        "subfedavg.prune_rate=0.2",
     ]
-    assert (
-        json.loads((tmp_path / "prune_rate=0.05" / "config.json").read_text())["prune_rate"] == 0.05
-    )
+    saved = json.loads((tmp_path / "subfedavg.prune_rate=0.05" / "config.json").read_text())
+    assert saved["subfedavg"]["prune_rate"] == 0.05
     assert main(args) == 0  # finished cells return their summaries
     assert json.loads((tmp_path / "sweep.json").read_text()) == cells
     no_sweep = tmp_path / "no_sweep.py"  # every shipped config has a get_sweep()

@@ -3,17 +3,16 @@
 import jax
 import numpy as np
 import pytest
-from test_traces import smoke_config
+from test_traces import run_all, smoke_config
 
 from fedsim.driver import run
-from fedsim.engine import loop
+from fedsim.engine import setup
 from fedsim.errors import ConfigError
 
 
 def final_state(config):
-    experiment = loop.Experiment(config)
-    *_, last = experiment.records()
-    return experiment.summary, last.state
+    *_, last = run_all(config)[1]
+    return last.summaries[0], last.state(0)
 
 
 @pytest.mark.parametrize(
@@ -26,7 +25,7 @@ def final_state(config):
             num_clients=12,
             clients_per_round=10,
             val_fraction=0.2,
-            jump_start_rounds=2,
+            **{"fedltn.jump_start_rounds": 2},
         ),
     ],
     ids=["fedavg", "scaffold", "fedltn"],
@@ -58,4 +57,4 @@ def test_sharded_dp_run_resumes_in_the_driver(tmp_path):
 
 def test_more_devices_than_visible_is_one_clear_error():
     with pytest.raises(ConfigError, match=r"devices=9: accepted 0 \(all\) or 1..8"):
-        loop.Experiment(smoke_config(devices=9))
+        setup.build_experiment(smoke_config(devices=9))

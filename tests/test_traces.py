@@ -8,31 +8,47 @@ import pytest
 from fedsim import config as config_lib
 from fedsim.algorithms import ALGORITHMS
 from fedsim.compress import lowrank
-from fedsim.engine import loop
+from fedsim.engine import loop, programs, setup
 from fedsim.engine.round import build_round_fn
 
 
 def smoke_config(**overrides):
+    """A seconds-long MLP config; ``overrides`` may use dotted keys (``fedltn.prune_rate``)."""
     config = config_lib.base_config()
     config.update(
         dataset="digits", model="mlp", num_clients=6, clients_per_round=3, rounds=4,
         local_epochs=1, batch_size=16, eval_every=2, chunk_size=2,
     )  # fmt: skip
     config.model_kwargs = {"hidden": (8,)}
-    config.update(overrides)
+    for key, value in overrides.items():
+        config_lib.set_value(config, key, value)
     return config
+
+
+def run_all(config):
+    """``(experiment, records)`` of ``config`` run in memory; the summary is
+    ``records[-1].summaries[0]``."""
+    experiment = setup.build_experiment(config)
+    return experiment, list(loop.run(experiment))
+
+
+def round_and_state(config):
+    """The experiment's own round function, initial states and federation."""
+    experiment = setup.build_experiment(config)
+    algorithm = setup.programs(experiment).algorithm
+    server, clients = setup.init_states(experiment, algorithm)
+    round_fn = setup.programs(experiment).round_fn
+    return round_fn, server, clients, setup.federation(experiment)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_round_traced_once_over_rounds(algorithm):
     config = smoke_config(algorithm=algorithm, val_fraction=0.2)
     if algorithm == "maestro":  # ranks shrink every round, still one trace
-        config.update(lambda_gl=0.05, epsilon_ps=0.5, rank_tiers=(0.5, 1.0))
+        config.maestro.update(lambda_gl=0.05, epsilon_ps=0.5, rank_tiers=(0.5, 1.0))
         config.model_kwargs.factorized = True
-    experiment = loop.Experiment(config)
-    round_fn = jax.jit(chex.assert_max_traces(experiment.round_fn, n=1))
-    server, clients = experiment.init()
-    federation = experiment.federation()
+    round_fn, server, clients, federation = round_and_state(config)
+    round_fn = jax.jit(chex.assert_max_traces(round_fn, n=1))
     key = jax.random.PRNGKey(0)
     ranks = [lowrank.rank_vector(server.model.state).tolist()] if algorithm == "maestro" else []
     for r in range(4):
@@ -47,7 +63,7 @@ def test_round_traced_once_over_rounds(algorithm):
 
 def test_driver_traces_round_once(monkeypatch, tmp_path):
     counted = lambda algorithm, **kw: chex.assert_max_traces(build_round_fn(algorithm, **kw), n=1)
-    monkeypatch.setattr(loop, "build_round_fn", counted)
+    monkeypatch.setattr(programs, "build_round_fn", counted)
     from fedsim.driver import run
 
     summary = run(smoke_config(rounds=5), tmp_path / "w", progress=False)
@@ -61,10 +77,8 @@ def test_dp_round_traced_once_while_the_clip_adapts(sampling):
         dp_clip=0.5, dp_noise=0.5, dp_target_quantile=0.5, dp_count_noise=1.0,
         client_sampling=sampling,
     )  # fmt: skip
-    experiment = loop.Experiment(config)
-    round_fn = jax.jit(chex.assert_max_traces(experiment.round_fn, n=1))
-    server, clients = experiment.init()
-    federation = experiment.federation()
+    round_fn, server, clients, federation = round_and_state(config)
+    round_fn = jax.jit(chex.assert_max_traces(round_fn, n=1))
     clips = [float(server.clip)]
     for r in range(4):
         server, clients, _ = round_fn(

@@ -1,61 +1,58 @@
-"""Federated algorithms, chosen by name from the config.
+"""Federated algorithms, chosen by name or by import path from the config.
 
 Each algorithm is a ``FederatedAlgorithm`` NamedTuple of pure functions built by a factory in its own
-module, which also has a ``from_config(config, model, num_clients)``. Adding one is a new module plus
-one entry in ``_FROM_CONFIG``; the engine does not change.
+module, which also declares an ``AlgorithmSpec`` (its config section and how to build it). The built-ins
+are registered below as import paths, exactly like a user's ``algorithm='my_pkg.algos:SPEC'`` or
+``algorithm='path/to/algos.py:SPEC'``; the engine does not change for either.
 """
 
-from fedsim.algorithms import (
-    ditto,
-    fedavg,
-    fedavg_ft,
-    fedbn,
-    fedltn,
-    fedopt,
-    fedprox,
-    local_only,
-    lotteryfl,
-    maestro,
-    scaffold,
-    subfedavg,
-)
+from fedsim import plugins
 from fedsim.algorithms.base import ClientResult, ClientTask, Dataset, FederatedAlgorithm
+from fedsim.algorithms.spec import AlgorithmSpec, ClientSetup
 from fedsim.errors import ConfigError
 
-_FROM_CONFIG = {
-    "fedavg": fedavg.from_config,
-    "fedprox": fedprox.from_config,
-    "fedavgm": fedopt.fedavgm_from_config,
-    "fedadam": fedopt.fedadam_from_config,
-    "fedyogi": fedopt.fedyogi_from_config,
-    "fedadagrad": fedopt.fedadagrad_from_config,
-    "scaffold": scaffold.from_config,
-    "fedavg_ft": fedavg_ft.from_config,
-    "fedbn": fedbn.from_config,
-    "ditto": ditto.from_config,
-    "local_only": local_only.from_config,
-    "lotteryfl": lotteryfl.from_config,
-    "subfedavg": subfedavg.from_config,
-    "fedltn": fedltn.from_config,
-    "maestro": maestro.from_config,
+BUILTIN = {
+    "fedavg": "fedsim.algorithms.fedavg:SPEC",
+    "fedprox": "fedsim.algorithms.fedprox:SPEC",
+    "fedavgm": "fedsim.algorithms.fedopt:FEDAVGM",
+    "fedadam": "fedsim.algorithms.fedopt:FEDADAM",
+    "fedyogi": "fedsim.algorithms.fedopt:FEDYOGI",
+    "fedadagrad": "fedsim.algorithms.fedopt:FEDADAGRAD",
+    "scaffold": "fedsim.algorithms.scaffold:SPEC",
+    "fedavg_ft": "fedsim.algorithms.fedavg_ft:SPEC",
+    "fedbn": "fedsim.algorithms.fedbn:SPEC",
+    "ditto": "fedsim.algorithms.ditto:SPEC",
+    "local_only": "fedsim.algorithms.local_only:SPEC",
+    "lotteryfl": "fedsim.algorithms.lotteryfl:SPEC",
+    "subfedavg": "fedsim.algorithms.subfedavg:SPEC",
+    "fedltn": "fedsim.algorithms.fedltn:SPEC",
+    "maestro": "fedsim.algorithms.maestro:SPEC",
 }
-ALGORITHMS = tuple(_FROM_CONFIG)
+ALGORITHMS = tuple(BUILTIN)
 
 
-def get_algorithm(config, model, num_clients: int) -> FederatedAlgorithm:
-    """Builds ``config.algorithm`` for ``model`` and a population of ``num_clients``."""
-    if config.algorithm not in _FROM_CONFIG:
+def get_spec(name: str) -> AlgorithmSpec:
+    """The ``AlgorithmSpec`` of a registered name or of an import path ``module:attr``."""
+    if not plugins.is_path(name) and name not in BUILTIN:
         raise ConfigError(
-            f"algorithm={config.algorithm!r} is not registered; choose one of: {', '.join(ALGORITHMS)}"
+            f"algorithm={name!r} is not registered; choose one of: {', '.join(ALGORITHMS)}, "
+            "or give an import path 'module:attr' / 'file.py:attr' of an AlgorithmSpec"
         )
-    return _FROM_CONFIG[config.algorithm](config, model, num_clients)
+    spec = plugins.load(BUILTIN.get(name, name), "algorithm")
+    if not isinstance(spec, AlgorithmSpec):
+        raise ConfigError(
+            f"algorithm={name!r} is a {type(spec).__name__}, not a fedsim.algorithms.AlgorithmSpec"
+        )
+    return spec
 
 
 __all__ = [
     "ALGORITHMS",
+    "AlgorithmSpec",
     "ClientResult",
+    "ClientSetup",
     "ClientTask",
     "Dataset",
     "FederatedAlgorithm",
-    "get_algorithm",
+    "get_spec",
 ]

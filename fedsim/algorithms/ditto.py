@@ -10,9 +10,9 @@ import jax
 import optax
 
 from fedsim.algorithms.base import FederatedAlgorithm, dense_personal
-from fedsim.algorithms.fedavg import client_optimizer_from_config, fedavg
+from fedsim.algorithms.fedavg import fedavg
 from fedsim.algorithms.local import local_train
-from fedsim.algorithms.optimizers import make_optimizer
+from fedsim.algorithms.spec import SERVER_SGD, AlgorithmSpec, check_ranges, server_optimizer
 from fedsim.models.base import Model
 
 
@@ -46,6 +46,10 @@ def ditto(
     )
 
 
-def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:
-    server = make_optimizer("server_optimizer", config.server_optimizer, config.server_lr)
-    return ditto(model, client_optimizer_from_config(config), server, lam=config.ditto_lambda)
+SPEC = AlgorithmSpec(
+    "ditto",
+    lambda hp, setup: ditto(setup.model, setup.optimizer, server_optimizer(hp), lam=hp["lam"]),
+    hparams={"lam": 0.1, **SERVER_SGD},
+    traceable=("lam", "server_lr"),
+    check=lambda hp: check_ranges(hp, "ditto", lam=">=0", server_lr=">0"),
+)

@@ -10,7 +10,7 @@ import optax
 
 from fedsim.algorithms.base import ClientResult, FederatedAlgorithm
 from fedsim.algorithms.local import local_train
-from fedsim.algorithms.optimizers import make_optimizer
+from fedsim.algorithms.spec import SERVER_SGD, AlgorithmSpec, check_ranges, server_optimizer
 from fedsim.compress.encode import dense_bytes
 from fedsim.models.base import Model, ModelVars
 
@@ -24,7 +24,7 @@ def fedavg(
     model: Model,
     client_optimizer: optax.GradientTransformation,
     server_optimizer: optax.GradientTransformation | None = None,
-    proximal_mu: float = 0.0,
+    proximal_mu: float | None = None,
     name: str = "fedavg",
 ) -> FederatedAlgorithm:
     """Federated averaging weighted by client examples.
@@ -32,7 +32,8 @@ def fedavg(
     Every sampled client trains from the server model; the server averages the deltas weighted by
     ``n_k`` and applies ``server_optimizer`` (default ``optax.sgd(1.0)``: plain averaging) to
     ``-mean(delta)``. Non-trainable model state (BatchNorm statistics) is averaged the same way.
-    ``proximal_mu > 0`` adds FedProx's ``mu (w - w_server)`` to every local gradient.
+    A ``proximal_mu`` (a float or a traced array; 0 is a no-op) adds FedProx's ``mu (w - w_server)``
+    to every local gradient.
 
     >>> import optax
     >>> from fedsim.models import get_model
@@ -51,7 +52,7 @@ def fedavg(
     def client_update(server_state, client_state, task, dataset):
         received = server_state.model
         adjust = None
-        if proximal_mu:
+        if proximal_mu is not None:
 
             def adjust(params, grads):
                 return jax.tree.map(
@@ -84,12 +85,10 @@ def fedavg(
     return FederatedAlgorithm(name, server_init, client_init, client_update, server_update)
 
 
-def client_optimizer_from_config(config) -> optax.GradientTransformation:
-    """The client optimiser; ``client_momentum > 0`` is passed as optax's ``momentum`` argument."""
-    extra = {"momentum": config.client_momentum} if config.client_momentum else {}
-    return make_optimizer("client_optimizer", config.client_optimizer, config.client_lr, **extra)
-
-
-def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:
-    server = make_optimizer("server_optimizer", config.server_optimizer, config.server_lr)
-    return fedavg(model, client_optimizer_from_config(config), server)
+SPEC = AlgorithmSpec(
+    "fedavg",
+    lambda hp, setup: fedavg(setup.model, setup.optimizer, server_optimizer(hp)),
+    hparams=SERVER_SGD,
+    traceable=("server_lr",),
+    check=lambda hp: check_ranges(hp, "fedavg", server_lr=">0"),
+)

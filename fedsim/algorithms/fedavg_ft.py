@@ -5,9 +5,9 @@ FedAvg training; at evaluation every client fine-tunes the server model on its o
 import optax
 
 from fedsim.algorithms.base import FederatedAlgorithm, dense_personal
-from fedsim.algorithms.fedavg import client_optimizer_from_config, fedavg
+from fedsim.algorithms.fedavg import fedavg
 from fedsim.algorithms.local import local_train
-from fedsim.algorithms.optimizers import make_optimizer
+from fedsim.algorithms.spec import SERVER_SGD, AlgorithmSpec, check_ranges, server_optimizer
 from fedsim.models.base import Model
 
 
@@ -27,6 +27,10 @@ def fedavg_ft(
     return base._replace(personalize=personalize)
 
 
-def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:
-    server = make_optimizer("server_optimizer", config.server_optimizer, config.server_lr)
-    return fedavg_ft(model, client_optimizer_from_config(config), server)
+SPEC = AlgorithmSpec(
+    "fedavg_ft",
+    lambda hp, setup: fedavg_ft(setup.model, setup.optimizer, server_optimizer(hp)),
+    hparams=SERVER_SGD,
+    traceable=("server_lr",),
+    check=lambda hp: check_ranges(hp, "fedavg_ft", server_lr=">0"),
+)

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import optax
 
 from fedsim.algorithms.base import ClientResult, FederatedAlgorithm, dense_personal
-from fedsim.algorithms.fedavg import client_optimizer_from_config
 from fedsim.algorithms.local import local_train
+from fedsim.algorithms.spec import AlgorithmSpec
 from fedsim.compress import masks
 from fedsim.compress.encode import dense_bytes
 from fedsim.models.base import Model, ModelVars
@@ -68,5 +68,4 @@ def fedbn(
     )
 
 
-def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:
-    return fedbn(model, client_optimizer_from_config(config))
+SPEC = AlgorithmSpec("fedbn", lambda hp, setup: fedbn(setup.model, setup.optimizer))

@@ -25,9 +25,10 @@ import optax
 
 from fedsim.algorithms import masked
 from fedsim.algorithms.base import ClientResult, FederatedAlgorithm, Warmup
-from fedsim.algorithms.fedavg import client_optimizer_from_config
+from fedsim.algorithms.spec import AlgorithmSpec, ClientSetup, check_ranges
 from fedsim.compress import masks, pruning
 from fedsim.compress.encode import masked_bytes
+from fedsim.errors import ConfigError
 from fedsim.models.base import Model, ModelVars
 
 
@@ -198,17 +199,38 @@ def fedltn(
     )
 
 
-def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:
+def _build(hp: dict, setup: ClientSetup) -> FederatedAlgorithm:
     return fedltn(
-        model,
-        client_optimizer_from_config(config),
-        target_density=config.target_density,
-        prune_rate=config.prune_rate,
-        prune_threshold=config.prune_threshold,
-        server_lr=config.server_lr,
-        server_momentum=config.server_momentum,
-        scope=config.prune_scope,
-        weight_by_examples=config.aggregation_weights == "examples",
-        density_budgets=tuple(config.density_budgets),
-        jump_start_rounds=config.jump_start_rounds,
+        setup.model,
+        setup.optimizer,
+        server_lr=hp["server_lr"],
+        server_momentum=hp["server_momentum"],
+        density_budgets=tuple(hp["density_budgets"]),
+        jump_start_rounds=hp["jump_start_rounds"],
+        **masked.pruning_kwargs(hp),
     )
+
+
+def _check(hp: dict) -> None:
+    masked.check_pruning(hp, "fedltn")
+    check_ranges(hp, "fedltn", server_lr=">0", server_momentum="[0,1)", jump_start_rounds=">=0")
+    if not all(0 < b <= 1 for b in hp["density_budgets"]):
+        raise ConfigError(
+            f"fedltn.density_budgets={tuple(hp['density_budgets'])}: each must lie in (0, 1]"
+        )
+
+
+SPEC = AlgorithmSpec(
+    "fedltn",
+    _build,
+    hparams={
+        **masked.PRUNING,
+        "server_lr": 1.0,  # with server_momentum beta the server moves lr / (1 - beta) x the mean
+        "server_momentum": 0.9,
+        "density_budgets": (),  # lean start: per-client density tiers, e.g. (1.0, 0.5, 0.25)
+        "jump_start_rounds": 0,  # Jump-Start: local-only virtual rounds before round 1 (paper: 3)
+    },
+    traceable=("server_lr",),
+    check=_check,
+    needs_validation=True,
+)

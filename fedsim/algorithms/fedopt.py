@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from fedsim.algorithms import fedavg as fedavg_lib
-from fedsim.algorithms.base import FederatedAlgorithm
+from fedsim.algorithms.spec import AlgorithmSpec, check_ranges
 from fedsim.models.base import Model
 
 SECOND_MOMENTS = ("adagrad", "adam", "yogi")
@@ -91,23 +91,31 @@ def fedadagrad(model: Model, client_optimizer, server_lr=1e-2, b1=0.0, tau=1e-3)
     return fedavg_lib.fedavg(model, client_optimizer, server, name="fedadagrad")
 
 
-def _client(config):
-    return fedavg_lib.client_optimizer_from_config(config)
+def _adaptive(name: str, factory, server_lr: float = 1e-2):
+    """The spec of a FedOpt algorithm with Reddi et al.'s server learning rate ``1e-2``."""
+    build = lambda hp, setup: factory(
+        setup.model, setup.optimizer, hp["server_lr"], hp["beta1"], hp["beta2"], hp["tau"]
+    )
+    check = lambda hp: check_ranges(
+        hp, name, server_lr=">0", beta1="[0,1)", beta2="[0,1)", tau=">0"
+    )
+    hparams = {"server_lr": server_lr, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3}
+    return AlgorithmSpec(name, build, hparams, ("server_lr", "beta1", "beta2", "tau"), check)
 
 
-def fedavgm_from_config(config, model, num_clients) -> FederatedAlgorithm:
-    return fedavgm(model, _client(config), config.server_lr, config.server_momentum)
-
-
-def fedadam_from_config(config, model, num_clients) -> FederatedAlgorithm:
-    c = config
-    return fedadam(model, _client(c), c.server_lr, c.server_beta1, c.server_beta2, c.server_tau)
-
-
-def fedyogi_from_config(config, model, num_clients) -> FederatedAlgorithm:
-    c = config
-    return fedyogi(model, _client(c), c.server_lr, c.server_beta1, c.server_beta2, c.server_tau)
-
-
-def fedadagrad_from_config(config, model, num_clients) -> FederatedAlgorithm:
-    return fedadagrad(model, _client(config), config.server_lr, 0.0, config.server_tau)
+FEDAVGM = AlgorithmSpec(
+    "fedavgm",
+    lambda hp, setup: fedavgm(setup.model, setup.optimizer, hp["server_lr"], hp["momentum"]),
+    hparams={"server_lr": 1.0, "momentum": 0.9},
+    traceable=("server_lr",),
+    check=lambda hp: check_ranges(hp, "fedavgm", server_lr=">0", momentum="[0,1)"),
+)
+FEDADAM = _adaptive("fedadam", fedadam)
+FEDYOGI = _adaptive("fedyogi", fedyogi)
+FEDADAGRAD = AlgorithmSpec(
+    "fedadagrad",
+    lambda hp, setup: fedadagrad(setup.model, setup.optimizer, hp["server_lr"], 0.0, hp["tau"]),
+    hparams={"server_lr": 1e-2, "tau": 1e-3},
+    traceable=("server_lr", "tau"),
+    check=lambda hp: check_ranges(hp, "fedadagrad", server_lr=">0", tau=">0"),
+)

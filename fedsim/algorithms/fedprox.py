@@ -5,8 +5,7 @@ FedAvg whose clients minimise ``F_k(w') + mu/2 ||w' - w||^2``: each local gradie
 """
 
 from fedsim.algorithms import fedavg as fedavg_lib
-from fedsim.algorithms.base import FederatedAlgorithm
-from fedsim.algorithms.optimizers import make_optimizer
+from fedsim.algorithms.spec import SERVER_SGD, AlgorithmSpec, check_ranges, server_optimizer
 from fedsim.models.base import Model
 
 
@@ -21,6 +20,10 @@ def fedprox(model: Model, client_optimizer, mu: float = 0.01, server_optimizer=N
     return fedavg_lib.fedavg(model, client_optimizer, server_optimizer, mu, name="fedprox")
 
 
-def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:
-    server = make_optimizer("server_optimizer", config.server_optimizer, config.server_lr)
-    return fedprox(model, fedavg_lib.client_optimizer_from_config(config), config.prox_mu, server)
+SPEC = AlgorithmSpec(
+    "fedprox",
+    lambda hp, setup: fedprox(setup.model, setup.optimizer, hp["mu"], server_optimizer(hp)),
+    hparams={"mu": 0.01, **SERVER_SGD},
+    traceable=("mu", "server_lr"),
+    check=lambda hp: check_ranges(hp, "fedprox", mu=">=0", server_lr=">0"),
+)

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import optax
 
 from fedsim.algorithms.base import ClientResult, FederatedAlgorithm, dense_personal
-from fedsim.algorithms.fedavg import client_optimizer_from_config
 from fedsim.algorithms.local import local_train
+from fedsim.algorithms.spec import AlgorithmSpec
 from fedsim.models.base import Model, ModelVars
 
 
@@ -42,5 +42,4 @@ def local_only(
     )
 
 
-def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:
-    return local_only(model, client_optimizer_from_config(config))
+SPEC = AlgorithmSpec("local_only", lambda hp, setup: local_only(setup.model, setup.optimizer))

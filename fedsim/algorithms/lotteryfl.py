@@ -18,7 +18,7 @@ import optax
 
 from fedsim.algorithms import masked
 from fedsim.algorithms.base import ClientResult, FederatedAlgorithm
-from fedsim.algorithms.fedavg import client_optimizer_from_config
+from fedsim.algorithms.spec import AlgorithmSpec, ClientSetup
 from fedsim.compress import masks, pruning
 from fedsim.compress.encode import dense_bytes, masked_bytes
 from fedsim.models.base import Model, ModelVars
@@ -90,13 +90,14 @@ def lotteryfl(
     )
 
 
-def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:
-    return lotteryfl(
-        model,
-        client_optimizer_from_config(config),
-        target_density=config.target_density,
-        prune_rate=config.prune_rate,
-        prune_threshold=config.prune_threshold,
-        scope=config.prune_scope,
-        weight_by_examples=config.aggregation_weights == "examples",
-    )
+def _build(hp: dict, setup: ClientSetup) -> FederatedAlgorithm:
+    return lotteryfl(setup.model, setup.optimizer, **masked.pruning_kwargs(hp))
+
+
+SPEC = AlgorithmSpec(
+    "lotteryfl",
+    _build,
+    hparams={**masked.PRUNING, "prune_threshold": 0.2},
+    check=lambda hp: masked.check_pruning(hp, "lotteryfl"),
+    needs_validation=True,
+)

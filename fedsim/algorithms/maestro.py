@@ -22,9 +22,10 @@ import optax
 
 from fedsim.algorithms import masked
 from fedsim.algorithms.base import ClientResult, FederatedAlgorithm, Personal, Submodel
-from fedsim.algorithms.fedavg import client_optimizer_from_config
 from fedsim.algorithms.local import local_train, masked_cross_entropy
+from fedsim.algorithms.spec import AlgorithmSpec, ClientSetup, check_ranges
 from fedsim.compress import lowrank, masks
+from fedsim.errors import ConfigError
 from fedsim.models.base import Model, ModelVars
 from fedsim.models.bn_cnn import BN_MOMENTUM
 from fedsim.models.layers import RANKS
@@ -184,15 +185,43 @@ def maestro(
     )
 
 
-def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:
+def _build(hp: dict, setup: ClientSetup) -> FederatedAlgorithm:
     return maestro(
-        model,
-        client_optimizer_from_config(config),
-        lambda_gl=config.lambda_gl,
-        epsilon=config.epsilon_ps,
-        weight_decay=config.weight_decay,
-        tiers=tuple(config.rank_tiers),
-        shrink_every=config.shrink_every,
-        ordered_dropout=config.ordered_dropout,
-        recalibrate_bn=config.recalibrate_bn,
+        setup.model,
+        setup.optimizer,
+        lambda_gl=hp["lambda_gl"],
+        epsilon=hp["epsilon_ps"],
+        weight_decay=hp["weight_decay"],
+        tiers=tuple(hp["rank_tiers"]),
+        shrink_every=hp["shrink_every"],
+        ordered_dropout=hp["ordered_dropout"],
+        recalibrate_bn=hp["recalibrate_bn"],
     )
+
+
+def _check(hp: dict) -> None:
+    check_ranges(
+        hp, "maestro", lambda_gl=">=0", epsilon_ps=">=0", weight_decay=">=0", shrink_every=">=0"
+    )
+    if not hp["rank_tiers"] or not all(0 < p <= 1 for p in hp["rank_tiers"]):
+        raise ConfigError(
+            f"maestro.rank_tiers={tuple(hp['rank_tiers'])}: give one or more fractions in (0, 1]"
+        )
+
+
+SPEC = AlgorithmSpec(
+    "maestro",
+    _build,
+    hparams={
+        "lambda_gl": 1e-6,  # hierarchical group lasso strength
+        "epsilon_ps": 1e-5,  # progressive shrinking: slots with importance below this are cut
+        "weight_decay": 1e-4,  # coupled weight decay on the client's own slots
+        "shrink_every": 1,  # rounds between shrinking steps (0 = never)
+        "ordered_dropout": True,  # per-layer rank sampling; False trains every kept slot
+        "recalibrate_bn": True,  # re-estimate BatchNorm statistics of the full model after training
+        "rank_tiers": (1.0,),  # FjORD tiers: client k trains ceil(p r) slots, p = tiers[k % T]
+    },
+    traceable=("lambda_gl", "weight_decay"),
+    check=_check,
+    factorized=True,
+)

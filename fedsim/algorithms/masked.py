@@ -14,6 +14,7 @@ import optax
 
 from fedsim.algorithms.base import ClientTask, Dataset, Personal
 from fedsim.algorithms.local import LocalResult, local_train
+from fedsim.algorithms.spec import check_choice, check_ranges
 from fedsim.compress import masks
 from fedsim.compress.encode import dense_bytes, masked_bytes
 from fedsim.models.base import Model, ModelVars
@@ -98,3 +99,31 @@ def personal_model(model_vars: ModelVars, mask) -> Personal:
         values_bytes=masked_bytes(model_vars.params, mask, values_only=True) + state_bytes,
         density=masks.density(mask, model_vars.params),
     )
+
+
+# The pruning hyper-parameters LotteryFL, Sub-FedAvg and FedLTN share (each section has its own copy).
+PRUNING = {
+    "target_density": 0.1,  # stop pruning once this fraction of prunable weights is kept
+    "prune_rate": 0.2,  # fraction of the kept weights removed per prune event
+    "prune_threshold": 0.5,  # validation accuracy a client needs before it prunes
+    "prune_scope": "layer",  # 'layer': magnitude threshold per layer, 'global': over all layers
+    "aggregation_weights": "uniform",  # masked mean weights a_k: 'uniform' or 'examples'
+}
+
+
+def pruning_kwargs(hparams: dict) -> dict:
+    """The factories' keyword arguments for the ``PRUNING`` keys of a section."""
+    return {
+        "target_density": hparams["target_density"],
+        "prune_rate": hparams["prune_rate"],
+        "prune_threshold": hparams["prune_threshold"],
+        "scope": hparams["prune_scope"],
+        "weight_by_examples": hparams["aggregation_weights"] == "examples",
+    }
+
+
+def check_pruning(hparams: dict, name: str) -> None:
+    """One-line ``ConfigError`` for a bad ``PRUNING`` value of section ``name``."""
+    check_ranges(hparams, name, target_density="(0,1]", prune_rate="[0,1]", prune_threshold="[0,1]")
+    check_choice(hparams, name, "prune_scope", ("layer", "global"))
+    check_choice(hparams, name, "aggregation_weights", ("uniform", "examples"))

@@ -15,6 +15,7 @@ import optax
 
 from fedsim.algorithms.base import ClientResult, FederatedAlgorithm
 from fedsim.algorithms.local import local_train
+from fedsim.algorithms.spec import AlgorithmSpec, ClientSetup, check_ranges
 from fedsim.compress.encode import dense_bytes
 from fedsim.errors import ConfigError
 from fedsim.models.base import Model, ModelVars
@@ -88,9 +89,18 @@ def scaffold(
     return FederatedAlgorithm("scaffold", server_init, client_init, client_update, server_update)
 
 
-def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:
-    if config.client_optimizer != "sgd":
+def _build(hparams: dict, setup: ClientSetup) -> FederatedAlgorithm:
+    if setup.optimizer_name != "sgd":
         raise ConfigError(
-            f"client_optimizer={config.client_optimizer!r} is not supported by scaffold; use 'sgd'"
+            f"client_optimizer={setup.optimizer_name!r} is not supported by scaffold; use 'sgd'"
         )
-    return scaffold(model, config.client_lr, num_clients, config.server_lr)
+    return scaffold(setup.model, setup.lr, setup.num_clients, hparams["server_lr"])
+
+
+SPEC = AlgorithmSpec(
+    "scaffold",
+    _build,
+    hparams={"server_lr": 1.0},
+    traceable=("server_lr",),
+    check=lambda hp: check_ranges(hp, "scaffold", server_lr=">0"),
+)

@@ -20,7 +20,8 @@ import optax
 
 from fedsim.algorithms import masked
 from fedsim.algorithms.base import ClientResult, FederatedAlgorithm
-from fedsim.algorithms.fedavg import ServerState, client_optimizer_from_config
+from fedsim.algorithms.fedavg import ServerState
+from fedsim.algorithms.spec import AlgorithmSpec, ClientSetup, check_ranges
 from fedsim.compress import masks, pruning
 from fedsim.compress.encode import dense_bytes, masked_bytes
 from fedsim.models.base import Model, ModelVars
@@ -114,15 +115,25 @@ def subfedavg(
     )
 
 
-def from_config(config, model: Model, num_clients: int) -> FederatedAlgorithm:
+def _build(hp: dict, setup: ClientSetup) -> FederatedAlgorithm:
     return subfedavg(
-        model,
-        client_optimizer_from_config(config),
-        local_epochs=config.local_epochs,
-        target_density=config.target_density,
-        prune_rate=config.prune_rate,
-        prune_threshold=config.prune_threshold,
-        dist_thresh=config.subfedavg_dist_thresh,
-        scope=config.prune_scope,
-        weight_by_examples=config.aggregation_weights == "examples",
+        setup.model,
+        setup.optimizer,
+        local_epochs=setup.local_epochs,
+        dist_thresh=hp["dist_thresh"],
+        **masked.pruning_kwargs(hp),
     )
+
+
+def _check(hp: dict) -> None:
+    masked.check_pruning(hp, "subfedavg")
+    check_ranges(hp, "subfedavg", dist_thresh=">=0")
+
+
+SPEC = AlgorithmSpec(
+    "subfedavg",
+    _build,
+    hparams={**masked.PRUNING, "prune_rate": 0.1, "dist_thresh": 1e-4},
+    check=_check,
+    needs_validation=True,
+)

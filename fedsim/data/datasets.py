@@ -11,6 +11,7 @@ import functools
 
 import numpy as np
 
+from fedsim import plugins
 from fedsim.errors import ConfigError
 
 _SPLIT_SEED = 0
@@ -164,7 +165,8 @@ def load_dataset(name: str, seed: int = 0, path: str = "", data_dir: str = "") -
         4,000 train / 1,000 test), ``digits`` (scikit-learn 8x8 digits, 80/20 split),
         ``synthetic`` (class-conditional Gaussian images, 2,000 train / 500 test),
         ``synthetic_cifar`` (the same at CIFAR-10's shapes: 32x32x3, 50,000 train / 10,000 test)
-        or ``npz`` (the user's arrays at ``path``).
+        or ``npz`` (the user's arrays at ``path``); or an import path ``module:attr`` /
+        ``file.py:attr`` of a function ``seed -> ArrayDataset``.
       seed: draws the synthetic datasets; the real datasets' splits are fixed and ignore it.
         Any other name is loaded from TFDS (``fedsim.data.tfds_source``), e.g. ``fashion_mnist``.
       path: the ``.npz`` file for ``npz``.
@@ -173,11 +175,23 @@ def load_dataset(name: str, seed: int = 0, path: str = "", data_dir: str = "") -
     >>> load_dataset("digits").x_train.shape
     (1438, 8, 8, 1)
     """
+    if plugins.is_path(name):
+        return _plugin(name, seed)
     if name not in _LOADERS:
         from fedsim.data.tfds_source import load_tfds
 
         return load_tfds(name, data_dir or None)
     return _LOADERS[name](seed, path)
+
+
+def _plugin(name: str, seed: int) -> ArrayDataset:
+    """The ``ArrayDataset`` a user's loader at import path ``name`` returns for ``seed``."""
+    dataset = plugins.load(name, "dataset")(seed)
+    if not isinstance(dataset, ArrayDataset):
+        raise ConfigError(
+            f"dataset={name!r} returned a {type(dataset).__name__}, not a fedsim ArrayDataset"
+        )
+    return dataset
 
 
 def subsample_train(dataset: ArrayDataset, num_examples: int, seed: int) -> ArrayDataset:

@@ -1,68 +1,57 @@
-"""Sweep cells that differ only in seeds or numeric hyper-parameters, trained as one vmapped program.
+"""When cells of a sweep can share one vmapped program, and their arrays stacked along a cell axis.
 
-Each cell keeps its own ``Experiment``: data partition, initial state, PRNG keys and metrics. The round
-and the personal evaluation are built once with the differing hyper-parameters as traced arrays and
-``jax.vmap``-ed over a leading cell axis, so one compilation trains the whole grid. Arrays that are
-equal in every cell (the pooled data, usually) are shared, not copied per cell. A cell's results equal
-its own ``fedsim run`` up to float rounding.
+Cells may differ only in ``seed`` and the traceable hyper-parameters of their algorithm (``client_lr``
+and the ``AlgorithmSpec.traceable`` keys of its section): those become a leading array axis, everything
+else is the same program. Arrays equal in every cell (the pooled data, usually) are shared (vmap axis
+None), not copied per cell.
 """
-
-import time
-from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ml_collections import ConfigDict
 
-from fedsim.engine.loop import Experiment, _zero_counters
-
-# Keys a grid may vary: the seed (initial state and keys, made per cell outside the program) and
-# float hyper-parameters the algorithms use only in arithmetic, so they can be traced.
-GRID_KEYS = (
-    "seed",
-    "client_lr",
-    "server_lr",
-    "prox_mu",
-    "ditto_lambda",
-    "lambda_gl",
-    "weight_decay",
-)
+from fedsim.engine.setup import traceable_keys
 
 
 class NotBatchable(Exception):
     """The cells cannot share one program (the message says why); run them one after another."""
 
 
-class _Overlay:
-    """``config`` with some keys replaced by (traced) values, read like the ConfigDict."""
-
-    def __init__(self, config, values: dict):
-        self._config, self._values = config, values
-
-    def __getattr__(self, name):
-        return self._values[name] if name in self._values else getattr(self._config, name)
-
-    __getitem__ = __getattr__
+def flat_items(config) -> dict:
+    """``config`` as ``{dotted key: value}`` (sections spelled ``section.key``)."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, ConfigDict) and key != "model_kwargs":
+            out.update({f"{key}.{k}": v for k, v in flat_items(value).items()})
+        else:
+            out[key] = value.to_dict() if isinstance(value, ConfigDict) else value
+    return out
 
 
 def differing_keys(configs) -> list[str]:
-    """Config keys whose value is not the same in every cell."""
-    first = configs[0].to_dict()
-    return sorted(k for k in first if any(c.to_dict()[k] != first[k] for c in configs[1:]))
+    """Dotted config keys whose value is not the same in every cell."""
+    flats = [flat_items(c) for c in configs]
+    keys = set().union(*flats)
+    return sorted(k for k in keys if any(f.get(k) != flats[0].get(k) for f in flats[1:]))
 
 
 def check_batchable(configs) -> None:
-    """Raises ``NotBatchable`` unless ``configs`` differ only in ``GRID_KEYS`` on one device."""
+    """Raises ``NotBatchable`` unless ``configs`` differ only in the seed and traceable keys, on one
+    device."""
     if len(configs) < 2:
         raise NotBatchable("a grid needs two or more cells")
-    other = [k for k in differing_keys(configs) if k not in GRID_KEYS]
+    allowed = ("seed", *traceable_keys(configs[0]))
+    other = [k for k in differing_keys(configs) if k not in allowed]
     if other:
-        raise NotBatchable(f"cells differ in {', '.join(other)} (a grid varies {GRID_KEYS})")
+        raise NotBatchable(
+            f"cells differ in {', '.join(other)} (a grid varies {', '.join(allowed)})"
+        )
     if configs[0].devices != 1:
         raise NotBatchable(f"devices={configs[0].devices} (a grid runs on one device)")
 
 
-def _stack(arrays: list) -> tuple:
+def stack(arrays: list) -> tuple:
     """``(array, None)`` when every cell's array is the same, else ``(stacked, 0)``."""
     arrays = [np.asarray(a) for a in arrays]
     if any(a.shape != arrays[0].shape for a in arrays):
@@ -72,134 +61,13 @@ def _stack(arrays: list) -> tuple:
     return jnp.asarray(np.stack(arrays)), 0
 
 
-def _stack_tree(trees: list) -> tuple:
-    """``_stack`` leaf by leaf: ``(tree of arrays, tree of vmap axes)``."""
+def stack_tree(trees: list) -> tuple:
+    """``stack`` leaf by leaf: ``(tree of arrays, tree of vmap axes)``."""
     structure = jax.tree.structure(trees[0])
-    pairs = [_stack(list(leaves)) for leaves in zip(*map(jax.tree.leaves, trees), strict=True)]
+    pairs = [stack(list(leaves)) for leaves in zip(*map(jax.tree.leaves, trees), strict=True)]
     return structure.unflatten([p[0] for p in pairs]), structure.unflatten([p[1] for p in pairs])
 
 
-class Grid:
-    """The cells of ``configs`` (each a full experiment config) as one vmapped experiment."""
-
-    def __init__(self, configs):
-        check_batchable(configs)
-        self.configs = configs
-        self.experiments = [Experiment(c) for c in configs]
-        traced = [k for k in differing_keys(configs) if k != "seed"]
-        self.hparams = {k: jnp.asarray([c[k] for c in configs], jnp.float32) for k in traced}
-        self.federation, self.federation_axes = _stack_tree(
-            [e.federation() for e in self.experiments]
-        )
-        self.test, self.test_axes = _stack_tree(
-            [
-                (e.data.x_test, e.data.y_test, e.data.client_test_indices, e.data.num_test)
-                for e in self.experiments
-            ]
-        )
-        self.summaries: list[dict] = []
-        self.final_states: list = []
-
-    def _programs(self, hparams):
-        first = self.experiments[0]
-        return first.build_programs(_Overlay(first.config, hparams))
-
-    def grid_round(self, hparams, server, clients, federation, round_index, keys, warmup=False):
-        """One round of every cell: ``vmap`` of the round (``warmup``: the warm-up round) over the
-        cell axis."""
-
-        def one(hp, server, clients, federation, key):
-            programs = self._programs(hp)
-            round_fn = programs.warmup_fn if warmup else programs.round_fn
-            return round_fn(server, clients, federation, round_index, key)
-
-        return jax.vmap(one, in_axes=(0, 0, 0, self.federation_axes, 0))(
-            hparams, server, clients, federation, keys
-        )
-
-    def grid_personal_eval(self, hparams, server, clients, federation, test, keys):
-        """Every cell's personal evaluation (``fedsim.metrics.evaluate.build_personal_eval``);
-        ``test`` is ``(x_test, y_test, client_test_indices, num_test)``, per cell or shared."""
-
-        def one(hp, server, clients, federation, test, key):
-            evaluate = self._programs(hp).personal_eval
-            return evaluate(server, clients, federation, *test, key)
-
-        in_axes = (0, 0, 0, self.federation_axes, self.test_axes, 0)
-        return jax.vmap(one, in_axes=in_axes)(hparams, server, clients, federation, test, keys)
-
-    def records(self) -> Iterator[tuple[int, list[dict | None]]]:
-        """Runs every cell's rounds; yields ``(round, [metrics row or None per cell])``.
-
-        ``self.summaries`` (one per cell, as ``Experiment.summary``) and ``self.final_states``
-        (``(server_state, client_states)`` per cell) are set after the last round.
-        """
-        exps, first = self.experiments, self.experiments[0]
-        t0 = time.perf_counter()
-        cells = len(exps)
-        stack = lambda trees: jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
-        server, clients = stack([e.init() for e in exps])
-        keys = [e.keys() for e in exps]
-        round_keys, personal_keys, warmup_keys = (stack([k[i] for k in keys]) for i in range(3))
-        cell = lambda tree, g: jax.tree.map(lambda a: a[g], tree)
-        # each cell's pooled test set (a view of the shared one where all cells have the same)
-        pooled, pooled_axes = self.test[:2], self.test_axes[:2]
-        cell_tests = [
-            tuple(t if axis is None else t[g] for t, axis in zip(pooled, pooled_axes, strict=True))
-            for g in range(cells)
-        ]
-        args = (self.hparams, server, clients, self.federation)
-        round_fn = (
-            jax.jit(self.grid_round).lower(*args, jnp.int32(0), round_keys).compile()
-        )  # fmt: skip
-        predict = (
-            jax.jit(first.predict_correct).lower(cell(server.model, 0), *cell_tests[0]).compile()
-        )
-        personal_eval = None
-        if first.personal_eval is not None:
-            personal_eval = (
-                jax.jit(self.grid_personal_eval).lower(*args, self.test, personal_keys).compile()
-            )
-        compile_s = time.perf_counter() - t0
-        counters = [{k: v.item() for k, v in _zero_counters().items()} for _ in exps]
-        if first.warmup_fn is not None:
-            t_warmup = time.perf_counter()
-            server, clients, m = jax.jit(self.grid_round, static_argnames="warmup")(
-                *args, jnp.int32(0), warmup_keys, warmup=True
-            )
-            m = jax.device_get(m)
-            share = (time.perf_counter() - t_warmup) / cells
-            for g, e in enumerate(exps):
-                e.account(counters[g], cell(m, g), share, e.warmup_epochs(e.algorithm))
-        last = [None] * cells
-        for r in range(first.config.rounds):
-            t_round = time.perf_counter()
-            server, clients, m = round_fn(
-                self.hparams, server, clients, self.federation, jnp.int32(r), round_keys
-            )
-            m = jax.device_get(m)
-            share = (time.perf_counter() - t_round) / cells
-            for g, e in enumerate(exps):
-                e.account(counters[g], cell(m, g), share)
-            rows = [None] * cells
-            if first.evaluates_after(r):
-                personal = None
-                if personal_eval is not None:
-                    personal = jax.device_get(
-                        personal_eval(self.hparams, server, clients, self.federation, self.test,
-                                      personal_keys)
-                    )  # fmt: skip
-                wall_s = time.perf_counter() - t0
-                for g, e in enumerate(exps):
-                    own = None if personal is None else e.personal_metrics(*cell(personal, g))
-                    rows[g] = e.round_metrics(
-                        r, cell(m, g), cell(server, g), counters[g], wall_s,
-                        (*cell_tests[g], predict), own,
-                    )  # fmt: skip
-                last = rows
-            yield r + 1, rows
-        wall_s = time.perf_counter() - t0
-        for g, e in enumerate(exps):
-            e.finish(last[g], counters[g], compile_s, wall_s)
-        self.summaries = [e.summary for e in exps]
-        self.final_states = [(cell(server, g), cell(clients, g)) for g in range(cells)]
+def stack_values(value_dicts: list[dict]) -> dict:
+    """Each traceable value as a float32 ``[cells]`` array."""
+    return {k: jnp.asarray([v[k] for v in value_dicts], jnp.float32) for k in value_dicts[0]}

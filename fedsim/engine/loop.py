@@ -1,36 +1,31 @@
-"""An experiment built from a config, and its rounds as a generator of records (no file I/O here).
+"""The one run loop: the rounds of one experiment or of a grid of them, as a generator of records.
 
-``Experiment(config)`` validates the config, builds the federation, model, algorithm and the jitted
-round, and ``experiment.records()`` runs the rounds, yielding one ``Record`` per round with the
-contract's metrics on evaluation rounds. The CLI driver and notebooks consume the same generator.
+``run(experiments)`` compiles the programs once, runs the warm-up round (if the algorithm has one)
+and the rounds, evaluates every ``eval_every`` rounds and yields a ``Record`` per round. A single
+experiment is a grid of one: its programs are jitted as they are; several experiments (cells that
+differ only in seeds and traced hyper-parameters, ``fedsim.engine.grid``) run as the same programs
+``vmap``-ed over a leading cell axis. The last record carries every cell's summary. No file I/O:
+the driver (``fedsim.driver``) and notebooks consume the records.
 """
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedsim import algorithms, model_file, models, privacy
-from fedsim import config as config_lib
-from fedsim.algorithms import FederatedAlgorithm
-from fedsim.compress import lowrank
-from fedsim.data import datasets, partition, shakespeare, validate
-from fedsim.data.federated import FederatedData, hold_out_validation, make_federation
-from fedsim.engine import faults, sharding
-from fedsim.engine.round import Federation, build_round_fn, resolve_chunk_size
-from fedsim.errors import ConfigError
-from fedsim.metrics import evaluate
-from fedsim.models.base import ModelVars
-
-NATURAL = ("shakespeare",)
-REGISTRIES = {
-    "algorithm": algorithms.ALGORITHMS,
-    "model": models.MODELS,
-    "partition": (*partition.PARTITIONERS, "natural"),
-}
+from fedsim.engine import grid, sharding
+from fedsim.engine.programs import Programs, warmup_epochs
+from fedsim.engine.setup import (
+    Experiment,
+    federation,
+    init_states,
+    programs,
+    run_keys,
+)
+from fedsim.metrics import evaluate, report
 
 
 class RunState(NamedTuple):
@@ -42,444 +37,236 @@ class RunState(NamedTuple):
     counters: dict  # 0-d numpy arrays: cumulative bytes, samples, failures, seconds
 
 
-class Programs(NamedTuple):
-    """An experiment's pure functions: jit them for one run, vmap them for a grid of runs."""
-
-    algorithm: FederatedAlgorithm
-    round_fn: Callable  # fedsim.engine.round.build_round_fn
-    personal_eval: Callable | None  # fedsim.metrics.evaluate.build_personal_eval
-    warmup_fn: Callable | None  # the algorithm's Warmup round (all clients), once before round 1
-
-
 class Record(NamedTuple):
-    """One finished round: ``metrics`` holds the contract fields on evaluation rounds, else None."""
+    """One finished round of every cell."""
 
     round: int
-    metrics: dict | None
-    global_acc: float | None  # latest evaluated accuracy, for progress display
-    traffic_mb: float  # cumulative up + down
-    state: RunState
+    rows: list  # per cell: the metrics.jsonl row on evaluation rounds, else None
+    global_acc: list  # per cell: the latest evaluated accuracy (None before the first evaluation)
+    traffic_mb: list  # per cell: cumulative up + down MB
+    state: Callable[[int], RunState]  # cell g's state after this round
+    personal_acc: list  # per cell: every client's accuracy at the latest evaluation
+    summaries: list | None  # per cell, on the last round only: the run's summary
+
+    @property
+    def metrics(self) -> dict | None:
+        """The first cell's row: a single run's metrics on evaluation rounds, else None."""
+        return self.rows[0]
 
 
-def federation_from_config(config) -> FederatedData:
-    """Validates ``config`` and builds its checked federation (no model, nothing compiled)."""
-    config_lib.validate(config, registries=REGISTRIES)
-    privacy.validate(config)
-    if config.dataset in NATURAL or config.partition == "natural":
-        return _natural_federation(config)
-    data_seed = config_lib.data_seed(config)
-    dataset = datasets.load_dataset(
-        config.dataset, seed=data_seed, path=config.data_path, data_dir=config.data_dir
+def abstract_state(experiment: Experiment) -> RunState:
+    """Shapes and dtypes of a ``RunState`` (the target a checkpoint is restored into)."""
+    algorithm = experiment.make_algorithm(experiment.values)
+    server, clients = jax.eval_shape(lambda: init_states(experiment, algorithm))
+    counters = {k: jax.ShapeDtypeStruct((), v.dtype) for k, v in report.zero_counters().items()}
+    return RunState(0, server, clients, counters)
+
+
+class _Cells:
+    """G experiments as one program: G = 1 jits its own programs, G > 1 vmaps them over cells."""
+
+    def __init__(self, experiments: Sequence[Experiment]):
+        self.experiments, self.size = list(experiments), len(experiments)
+        first = self.experiments[0]
+        self.programs = programs(first)
+        feds = [federation(e) for e in self.experiments]
+        tests = [_test_arrays(e) for e in self.experiments]
+        if self.size == 1:
+            self.federation, self.test = feds[0], tests[0]
+            self.fed_axes = self.test_axes = None
+            self.traced = {}
+            return
+        grid.check_batchable([e.config for e in self.experiments])
+        self.federation, self.fed_axes = grid.stack_tree(feds)
+        self.test, self.test_axes = grid.stack_tree(tests)
+        keys = [k for k in grid.differing_keys([e.config for e in experiments]) if k != "seed"]
+        self.traced = grid.stack_values([{k: e.values[k] for k in keys} for e in experiments])
+
+    def cell(self, tree, g: int):
+        return tree if self.size == 1 else jax.tree.map(lambda a: a[g], tree)
+
+    def stack(self, trees: list):
+        return trees[0] if self.size == 1 else jax.tree.map(lambda *a: jnp.stack(a), *trees)
+
+    def lift(self, pick: Callable[[Programs], Callable], data_axes: tuple) -> Callable:
+        """``pick(programs)`` of the one cell, or vmapped over the cells' states, data and key
+        (``fn(server, clients, *data, key)``) with each cell's traced values."""
+        if self.size == 1:
+            return pick(self.programs)
+        first, constant = self.experiments[0], self.experiments[0].values
+
+        def one(traced, server, clients, *rest):
+            return pick(programs(first, {**constant, **traced}))(server, clients, *rest)
+
+        vmapped = jax.vmap(one, in_axes=(0, 0, 0, *data_axes, 0))
+        return lambda *args: vmapped(self.traced, *args)
+
+
+def _test_arrays(experiment: Experiment) -> tuple:
+    """``(x_test, y_test, client_test_indices, num_test)`` on the device."""
+    d = experiment.data
+    return tuple(map(jnp.asarray, (d.x_test, d.y_test, d.client_test_indices, d.num_test)))
+
+
+def _compile(fn, *args):
+    donate = (0, 1) if jax.default_backend() != "cpu" else ()
+    return jax.jit(fn, donate_argnums=donate).lower(*args).compile()
+
+
+def run(
+    experiments: Experiment | Sequence[Experiment], start: RunState | None = None
+) -> Iterator[Record]:
+    """Runs the rounds of ``experiments`` (one, or a grid; ``start`` resumes a single run) and
+    yields one ``Record`` per round."""
+    t0 = time.perf_counter()
+    cells = _Cells([experiments] if isinstance(experiments, Experiment) else experiments)
+    exps, first = cells.experiments, cells.experiments[0]
+    start = start or _initial_state(cells)
+    counters = [{k: v.item() for k, v in start.counters.items()} for _ in exps]
+    server, clients, cells.federation, cells.test = sharding.replicate(
+        (start.server_state, start.client_states, cells.federation, cells.test),
+        first.settings.mesh,
     )
-    dataset = datasets.subsample_train(dataset, config.train_examples, data_seed)
-    validate.check_labels(dataset)
-    if config.num_clients > len(dataset.y_train):
-        raise ConfigError(
-            f"num_clients={config.num_clients} exceeds the {len(dataset.y_train)} training "
-            f"examples of dataset {config.dataset!r}"
+    keys = [cells.stack([run_keys(e)[i] for e in exps]) for i in range(3)]
+    compiled = _compiled(cells, server, clients, keys, warmup=start.round == 0)
+    compile_s = time.perf_counter() - t0
+    elapsed = lambda g: counters[g]["elapsed_s"] + time.perf_counter() - t0
+    if compiled["warmup"] is not None:
+        server, clients = _warm_up(cells, compiled["warmup"], server, clients, keys, counters)
+    latest, personal_acc = [None] * cells.size, [None] * cells.size
+    for r in range(start.round, first.rounds):
+        t_round = time.perf_counter()
+        server, clients, m = compiled["round"](
+            server, clients, cells.federation, jnp.int32(r), keys[0]
         )
-    data = make_federation(
-        dataset,
-        config.partition,
-        config.num_clients,
-        data_seed,
-        alpha=config.alpha,
-        min_size=config.min_client_size,
-        shards_per_client=config.shards_per_client,
-        labels_per_client=config.labels_per_client,
-        beta=config.beta,
-        num_classes=dataset.num_classes,
-    )
-    validate.check_federation(data)
-    return data
-
-
-def _natural_federation(config) -> FederatedData:
-    """Datasets with their own clients (Shakespeare roles) keep them: ``partition='natural'``."""
-    if config.dataset not in NATURAL or config.partition != "natural":
-        raise ConfigError(
-            f"dataset={config.dataset!r} with partition={config.partition!r}: the natural partition "
-            f"needs a dataset with its own clients ({', '.join(NATURAL)}), and those need it"
-        )
-    source = shakespeare.load_shakespeare(
-        num_clients=config.num_clients,
-        seed=config_lib.data_seed(config),
-        max_windows_per_client=config.max_windows_per_client or None,
-    )
-    validate.check_labels(source.to_array_dataset())
-    data = source.federated()
-    validate.check_federation(data)
-    return data
-
-
-class Experiment:
-    """Everything one run needs, built from a config (see ``fedsim.config``)."""
-
-    def __init__(self, config):
-        self.config = config
-        self.data = federation_from_config(config)
-        data_seed = config_lib.data_seed(config)
-        self.data, self.poisoned_clients = faults.poison_clients(
-            self.data, config.poison_fraction, data_seed
-        )
-        self.data = hold_out_validation(self.data, config.val_fraction, data_seed)
-        try:
-            self.model = models.get_model(
-                config.model, self.data.num_classes, **config.model_kwargs
+        m = jax.device_get(m)
+        share = (time.perf_counter() - t_round) / cells.size
+        for g, e in enumerate(exps):
+            report.account(counters[g], cells.cell(m, g), share, e.settings.local_epochs)
+        rows = [None] * cells.size
+        if _evaluates_after(first, r):
+            rows, personal_acc = _evaluate(
+                cells, compiled, server, clients, keys[1], m, r, counters, elapsed
             )
-        except TypeError as err:
-            raise ConfigError(
-                f"model_kwargs={dict(config.model_kwargs)} for model={config.model!r}: {err}"
-            ) from None
-        self.clients_per_round = config_lib.clients_per_round(config)
-        self.privacy = privacy.from_config(config, self.clients_per_round)
-        self.mesh = sharding.client_mesh(config.devices)
-        devices = 1 if self.mesh is None else self.mesh.size
-        self.chunk_size = resolve_chunk_size(
-            config.chunk_size, -(-self.clients_per_round // devices), jax.default_backend()
+            latest = rows
+        snapshot = (
+            server,
+            clients,
+            [dict(c) for c in counters],
+            [elapsed(g) for g in range(cells.size)],
         )
-        programs = self.build_programs(config)
-        self.algorithm, self.round_fn, self.personal_eval, self.warmup_fn = programs
-        self.start_model = None
-        if config.init_from:
-            self.start_model = model_file.load_model(config.init_from)
-            self._check_start_model()
-        self.personal_acc = None
-        self.predict_correct = evaluate.build_predict_correct(self.model, config.eval_batch_size)
+        last = r + 1 == first.rounds
+        yield Record(
+            r + 1,
+            rows,
+            [None if row is None else row["global_acc"] for row in latest],
+            [(c["up_bytes"] + c["down_bytes"]) / 1e6 for c in counters],
+            lambda g, s=snapshot, n=r + 1: _state(cells, s, g, n),
+            personal_acc,
+            _summaries(cells, latest, counters, compile_s, elapsed) if last else None,
+        )
 
-    def build_programs(self, config) -> Programs:
-        """The algorithm, round and personal evaluation of ``config`` for this experiment's data and
-        model. ``config`` may hold traced hyper-parameters (``fedsim.engine.grid`` vmaps over them)."""
-        algorithm = privacy.wrap(
-            algorithms.get_algorithm(config, self.model, config.num_clients),
-            self.privacy,
-            config.seed,
-        )
-        round_fn = build_round_fn(
-            algorithm,
-            num_clients=config.num_clients,
-            clients_per_round=self.clients_per_round,
-            chunk_size=self.chunk_size,
-            local_epochs=config.local_epochs,
-            batch_size=config.batch_size,
-            faults=faults.Faults(
-                config.dropout_prob, config.straggler_fraction, config.straggler_work
-            ),
-            sampling=config.client_sampling,
-            mesh=self.mesh,
-        )
-        personal_eval = None
-        if algorithm.personalize is not None:
-            personal_eval = evaluate.build_personal_eval(
-                self.model,
-                algorithm.personalize,
-                epochs=config.finetune_epochs,
-                batch_size=config.batch_size,
-                chunk=self.chunk_size,
+
+def _initial_state(cells: _Cells) -> RunState:
+    """Every cell's initial server and client states (stacked for a grid) and zero counters."""
+    states = [init_states(e, e.make_algorithm(e.values)) for e in cells.experiments]
+    server = cells.stack([s for s, _ in states])
+    clients = cells.stack([c for _, c in states])
+    return RunState(0, server, clients, report.zero_counters())
+
+
+def _state(cells: _Cells, snapshot, g: int, round_number: int) -> RunState:
+    server, clients, counters, elapsed = snapshot
+    arrays = {**report.as_arrays(counters[g]), "elapsed_s": np.asarray(elapsed[g])}
+    return RunState(round_number, cells.cell(server, g), cells.cell(clients, g), arrays)
+
+
+def _evaluates_after(experiment: Experiment, r: int) -> bool:
+    """Whether round ``r`` (0-based) ends with an evaluation."""
+    return (r + 1) % experiment.eval_every == 0 or r + 1 == experiment.rounds
+
+
+def _compiled(cells: _Cells, server, clients, keys, warmup: bool) -> dict:
+    """The compiled round, global predictor, personal evaluation and (``warmup``) warm-up round."""
+    first, p, fed, test = cells.experiments[0], cells.programs, cells.federation, cells.test
+    round_fn = cells.lift(lambda q: q.round_fn, (cells.fed_axes, None))
+    out = {"round": _compile(round_fn, server, clients, fed, jnp.int32(0), keys[0])}
+    predict = evaluate.build_predict_correct(first.model, first.eval_batch_size)
+    sample = (cells.cell(server.model, 0), *_cell_test(cells, 0)[:2])
+    out["predict"] = jax.jit(predict).lower(*sample).compile()
+    out["personal"] = out["warmup"] = None
+    if p.personal_eval is not None:
+        test_axes = (None,) * 4 if cells.test_axes is None else tuple(cells.test_axes)
+        personal = cells.lift(lambda q: q.personal_eval, (cells.fed_axes, *test_axes))
+        out["personal"] = _compile(personal, server, clients, fed, *test, keys[1])
+    if warmup and p.warmup_fn is not None:
+        warm = cells.lift(lambda q: q.warmup_fn, (cells.fed_axes, None))
+        out["warmup"] = _compile(warm, server, clients, fed, jnp.int32(0), keys[2])
+    return out
+
+
+def _cell_test(cells: _Cells, g: int) -> tuple:
+    """Cell ``g``'s test arrays (a view of the shared one where every cell has the same)."""
+    if cells.size == 1:
+        return cells.test
+    return tuple(t if a is None else t[g] for t, a in zip(cells.test, cells.test_axes, strict=True))
+
+
+def _warm_up(cells: _Cells, warmup, server, clients, keys, counters):
+    """Runs the compiled warm-up round once and accounts its traffic, samples and time."""
+    t_warmup = time.perf_counter()
+    server, clients, m = warmup(server, clients, cells.federation, jnp.int32(0), keys[2])
+    m = jax.device_get(m)
+    share = (time.perf_counter() - t_warmup) / cells.size
+    for g, e in enumerate(cells.experiments):
+        epochs = warmup_epochs(cells.programs.algorithm, e.settings)
+        report.account(counters[g], cells.cell(m, g), share, epochs)
+    return server, clients
+
+
+def _evaluate(cells: _Cells, compiled: dict, server, clients, key, m, r: int, counters, elapsed):
+    """Every cell's metrics row after round ``r``, and every client's personal accuracy."""
+    personal = None
+    if compiled["personal"] is not None:
+        args = (server, clients, cells.federation, *cells.test, key)
+        personal = jax.device_get(compiled["personal"](*args))
+    rows, accuracies = [], []
+    for g, e in enumerate(cells.experiments):
+        own = None if personal is None else cells.cell(personal, g)
+        scores, extra = _scores(e, cells, compiled["predict"], cells.cell(server, g), g, own, r + 1)
+        row = report.round_row(r + 1, cells.cell(m, g), scores, counters[g], elapsed(g))
+        rows.append({**row, **extra})
+        accuracies.append(scores["personal_acc"])
+    return rows, accuracies
+
+
+def _scores(experiment: Experiment, cells: _Cells, predict, server_state, g, personal, rounds):
+    """``(scores, extra)``: the server model on the pooled test set (personal models where the
+    algorithm deploys them) and the mechanism's, the algorithm's and its sub-models' own metrics."""
+    x_test, y_test = _cell_test(cells, g)[:2]
+    correct = np.asarray(predict(server_state.model, x_test, y_test))
+    scores = report.server_model_scores(correct, experiment.data, server_state.model)
+    personal_scores = None
+    if personal is not None:
+        personal_scores = report.personal_model_scores(*personal, experiment.data.num_test)
+        scores.update(report.personal_overrides(personal_scores))
+    algorithm = cells.programs.algorithm
+    extra = {"epsilon": None if experiment.privacy is None else experiment.privacy.epsilon(rounds)}
+    if algorithm.report is not None:
+        extra.update(algorithm.report(server_state, personal_scores))
+    extra.update(report.submodel_metrics(algorithm, server_state, x_test, y_test, predict))
+    return scores, extra
+
+
+def _summaries(cells: _Cells, last: list, counters: list, compile_s: float, elapsed) -> list:
+    """Every cell's summary: its last evaluation plus its totals."""
+    out = []
+    for g, e in enumerate(cells.experiments):
+        noise = e.privacy.settings.noise_multiplier if e.privacy else None
+        out.append(
+            report.summary(
+                last[g], counters[g], compile_s=compile_s, wall_s=elapsed(g), rounds=e.rounds,
+                noise=noise, poisoned=e.poisoned_clients,
             )
-        warmup_fn = None
-        if algorithm.warmup is not None:
-            warmup_fn = build_round_fn(
-                algorithm.warmup.algorithm,
-                num_clients=config.num_clients,
-                clients_per_round=config.num_clients,
-                chunk_size=self.chunk_size,
-                local_epochs=self.warmup_epochs(algorithm),
-                batch_size=config.batch_size,
-                mesh=self.mesh,
-            )
-        return Programs(algorithm, round_fn, personal_eval, warmup_fn)
-
-    def initial_model(self):
-        """The seed's initialisation, or the ``init_from`` model (factorised by SVD for a factorised
-        model, truncated to ``init_params_budget`` parameters when that is > 0)."""
-        init_key = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 0)
-        model_vars = self.model.init(init_key, jnp.asarray(self.data.x_train[:1]))
-        if self.start_model is None:
-            return model_vars
-        start = self.start_model
-        if lowrank.layer_paths(model_vars.params):
-            params = lowrank.factorize(start.params, model_vars.params)
-            ranks = lowrank.full_ranks(params)
-            if self.config.init_params_budget:
-                ranks = lowrank.ranks_for_budget(params, self.config.init_params_budget)
-            state = {**start.state, lowrank.RANKS: model_vars.state[lowrank.RANKS]}
-            start = ModelVars(params, lowrank.with_rank_vector(state, ranks))
-        return jax.tree.map(jnp.asarray, start)
-
-    def init(self):
-        """``(server_state, client_states)`` from the seed; client state stacked ``[C, ...]``."""
-        model_vars = self.initial_model()
-        server_state = self.algorithm.server_init(model_vars)
-        one = self.algorithm.client_init(model_vars)
-        client_states = jax.tree.map(
-            lambda leaf: jnp.broadcast_to(leaf, (self.config.num_clients,) + leaf.shape), one
-        )
-        return server_state, client_states
-
-    def _check_start_model(self):
-        """Raises ConfigError unless ``init_from`` holds this dense architecture's variables."""
-        sample = jnp.asarray(self.data.x_train[:1])
-        expected = jax.eval_shape(self.model.init, jax.random.PRNGKey(0), sample)
-        if lowrank.layer_paths(expected.params):
-            expected = expected._replace(
-                params=lowrank.dense_shapes(expected.params),
-                state=lowrank.without_ranks(expected.state),
-            )
-        shapes = lambda tree: jax.tree.map(lambda a: a.shape, tree)
-        if shapes(expected) != shapes(self.start_model):
-            raise ConfigError(
-                f"init_from={self.config.init_from!r} holds a model that does not match "
-                f"model={self.config.model!r} with model_kwargs={dict(self.config.model_kwargs)} "
-                "(init_from takes a dense run of the same architecture)"
-            )
-
-    def federation(self) -> Federation:
-        d = self.data
-        validation = () if d.num_val is None else (d.client_val_indices, d.num_val)
-        return Federation(
-            *map(
-                jnp.asarray,
-                (d.x_train, d.y_train, d.client_indices, d.num_examples, *validation),
-            )
-        )
-
-    def evaluate(self, model_vars, x_test, y_test, predict_correct=None) -> dict:
-        """Global and personal accuracy of a model every client deploys."""
-        predict_correct = predict_correct or self.predict_correct
-        correct = np.asarray(predict_correct(model_vars, x_test, y_test))
-        personal = evaluate.per_client_accuracy(
-            correct, self.data.client_test_indices, self.data.num_test
-        )
-        params, size = (int(n) for n in lowrank.deployed_size(model_vars))
-        return {
-            "global_acc": float(correct.mean()),
-            "personal_acc": personal,
-            "model_mb": size / 1e6,
-            "model_mb_values": size / 1e6,
-            "density": params / lowrank.dense_params(model_vars.params),
-            "params": params,
-        }
-
-    def evaluate_submodels(self, server_state, x_test, y_test, predict) -> dict:
-        """``acc_<name>``, ``params_<name>``, ``model_mb_<name>``, ``round_mb_<name>`` (per client of
-        that kind, down + up) and ``macs_<name>`` of every sub-model the algorithm serves."""
-        if self.algorithm.submodels is None:
-            return {}
-        out = {}
-        for name, sub in self.algorithm.submodels(server_state, x_test[:1]).items():
-            out[f"acc_{name}"] = float(np.asarray(predict(sub.model, x_test, y_test)).mean())
-            out[f"params_{name}"] = int(sub.params)
-            out[f"model_mb_{name}"] = int(sub.model_bytes) / 1e6
-            out[f"round_mb_{name}"] = int(sub.round_bytes) / 1e6
-            out[f"macs_{name}"] = int(sub.macs)
-        return out
-
-    def privacy_metrics(self, server_state, rounds: int) -> dict:
-        """``epsilon`` spent after ``rounds`` rounds at ``dp_delta`` and the current ``clip_norm``."""
-        if self.privacy is None:
-            return {"epsilon": None}
-        return {
-            "epsilon": self.privacy.epsilon(rounds),
-            "clip_norm": float(server_state.clip),
-        }
-
-    def keys(self):
-        """``(round_key, personal_eval_key, warmup_key)`` of this run's seed."""
-        seed = jax.random.PRNGKey(self.config.seed)
-        return tuple(jax.random.fold_in(seed, i) for i in (1, 2, 3))
-
-    def personal_metrics(self, hits, model_bytes, values_bytes, density) -> dict:
-        """Each client's own deployed model on its own test split, and what it stores, from the
-        host arrays ``personal_eval`` returns."""
-        personal_acc = hits / np.maximum(self.data.num_test, 1)
-        return {
-            "personal_acc": personal_acc,
-            "model_mb": float(model_bytes.astype(np.float64).mean()) / 1e6,
-            "model_mb_values": float(values_bytes.astype(np.float64).mean()) / 1e6,
-            "density": float(density.mean()),
-            "tiers": self.tier_metrics(personal_acc, model_bytes, density),
-        }
-
-    def tier_metrics(self, personal_acc, model_bytes, density) -> dict:
-        """Lean start (``density_budgets``): ``personal_acc_b<P>``, ``model_mb_b<P>`` and
-        ``density_b<P>``, means over the clients of the budget-``P`` % tier (client k's tier is
-        ``density_budgets[k % len(density_budgets)]``)."""
-        budgets = tuple(self.config.density_budgets)
-        if not budgets:
-            return {}
-        tier = np.asarray(budgets)[np.arange(self.config.num_clients) % len(budgets)]
-        out = {}
-        for budget in sorted(set(budgets), reverse=True):
-            of, name = tier == budget, f"b{round(100 * budget)}"
-            out[f"personal_acc_{name}"] = float(personal_acc[of].mean())
-            out[f"model_mb_{name}"] = float(model_bytes[of].astype(np.float64).mean()) / 1e6
-            out[f"density_{name}"] = float(density[of].mean())
-        return out
-
-    def abstract_state(self) -> "RunState":
-        """Shapes and dtypes of a ``RunState`` (the target a checkpoint is restored into)."""
-        server, clients = jax.eval_shape(self.init)
-        counters = {k: jax.ShapeDtypeStruct((), v.dtype) for k, v in _zero_counters().items()}
-        return RunState(0, server, clients, counters)
-
-    def records(self, start: "RunState | None" = None) -> Iterator[Record]:
-        """Runs the rounds (from ``start`` when resuming); yields a Record per round.
-
-        ``self.summary`` is set after the last round.
-        """
-        c = self.config
-        t0 = time.perf_counter()
-        if start is None:
-            start = RunState(0, *self.init(), _zero_counters())
-        server_state, client_states, federation, x_test, y_test = sharding.replicate(
-            (
-                start.server_state,
-                start.client_states,
-                self.federation(),
-                jnp.asarray(self.data.x_test),
-                jnp.asarray(self.data.y_test),
-            ),
-            self.mesh,
-        )
-        counters = {k: v.item() for k, v in start.counters.items()}
-        elapsed = lambda: counters["elapsed_s"] + time.perf_counter() - t0
-        key, personal_key, warmup_key = self.keys()
-        donate = (0, 1) if jax.default_backend() != "cpu" else ()
-        round_fn = (
-            jax.jit(self.round_fn, donate_argnums=donate)
-            .lower(server_state, client_states, federation, jnp.int32(0), key)
-            .compile()
-        )
-        predict = jax.jit(self.predict_correct).lower(server_state.model, x_test, y_test).compile()
-        test = (x_test, y_test) + sharding.replicate(
-            (jnp.asarray(self.data.client_test_indices), jnp.asarray(self.data.num_test)), self.mesh
-        )
-        personal_eval = None
-        if self.personal_eval is not None:
-            personal_eval = (
-                jax.jit(self.personal_eval)
-                .lower(server_state, client_states, federation, *test, personal_key)
-                .compile()
-            )
-        warmup = None
-        if start.round == 0 and self.warmup_fn is not None:
-            warmup_args = (server_state, client_states, federation, jnp.int32(0), warmup_key)
-            warmup = jax.jit(self.warmup_fn).lower(*warmup_args).compile()
-        compile_s = time.perf_counter() - t0
-        if warmup is not None:
-            t_warmup = time.perf_counter()
-            server_state, client_states, m = warmup(*warmup_args)
-            m = jax.device_get(m)
-            train_s = time.perf_counter() - t_warmup
-            self.account(counters, m, train_s, self.warmup_epochs(self.algorithm))
-
-        global_acc, last = None, None
-        for r in range(start.round, c.rounds):
-            t_round = time.perf_counter()
-            server_state, client_states, m = round_fn(
-                server_state, client_states, federation, jnp.int32(r), key
-            )
-            m = jax.device_get(m)
-            self.account(counters, m, time.perf_counter() - t_round)
-            metrics = None
-            if self.evaluates_after(r):
-                personal = None
-                if personal_eval is not None:
-                    personal = self.personal_metrics(
-                        *jax.device_get(
-                            personal_eval(
-                                server_state, client_states, federation, *test, personal_key
-                            )
-                        )
-                    )
-                metrics = self.round_metrics(
-                    r, m, server_state, counters, elapsed(), (x_test, y_test, predict), personal
-                )
-                global_acc, last = metrics["global_acc"], metrics
-            traffic_mb = (counters["up_bytes"] + counters["down_bytes"]) / 1e6
-            state = RunState(
-                r + 1,
-                server_state,
-                client_states,
-                {**_as_arrays(counters), "elapsed_s": np.asarray(elapsed())},
-            )
-            yield Record(r + 1, metrics, global_acc, traffic_mb, state)
-        self.finish(last, counters, compile_s, elapsed())
-
-    def warmup_epochs(self, algorithm: FederatedAlgorithm) -> int:
-        """Local epochs each client runs in ``algorithm``'s warm-up round."""
-        return self.config.local_epochs * algorithm.warmup.epochs
-
-    def account(self, counters: dict, m, train_s: float, epochs: int | None = None) -> None:
-        """Adds round metrics ``m`` (host arrays) to the run's cumulative ``counters``; ``epochs``:
-        local epochs each client ran (the config's when None)."""
-        epochs = epochs or self.config.local_epochs
-        counters["train_s"] += train_s
-        counters["up_bytes"] += int(m.up_bytes.astype(np.int64).sum())
-        counters["down_bytes"] += int(m.down_bytes.astype(np.int64).sum())
-        counters["samples"] += int(m.num_examples.astype(np.int64).sum()) * epochs
-        counters["clients_failed_total"] += int(m.failed.sum())
-        counters["clients_dropped_total"] += int(m.dropped.sum())
-
-    def evaluates_after(self, r: int) -> bool:
-        """Whether round ``r`` (0-based) ends with an evaluation."""
-        return (r + 1) % self.config.eval_every == 0 or r + 1 == self.config.rounds
-
-    def round_metrics(self, r, m, server_state, counters, wall_s, test, personal) -> dict:
-        """The contract's metrics.jsonl row after round ``r``; ``test`` is ``(x_test, y_test,
-        predict)``, ``personal`` the ``personal_metrics`` of the round (None: the server model)."""
-        x_test, y_test, predict = test
-        acc = self.evaluate(server_state.model, x_test, y_test, predict)
-        acc.update(personal or {})
-        personal_acc = acc["personal_acc"]
-        ok = m.participated & ~m.failed
-        self.personal_acc = personal_acc
-        return {
-            "round": r + 1,
-            "wall_s": wall_s,
-            "loss": float(m.loss[ok].mean()) if ok.any() else None,
-            "global_acc": acc["global_acc"],
-            "personal_acc_mean": float(personal_acc.mean()),
-            "personal_acc_worst10": evaluate.worst_fraction_mean(personal_acc),
-            "up_mb": counters["up_bytes"] / 1e6,
-            "down_mb": counters["down_bytes"] / 1e6,
-            "model_mb": acc["model_mb"],
-            "model_mb_values": acc["model_mb_values"],
-            "density": acc["density"],
-            "params": acc["params"],
-            "clients_failed": int(m.failed.sum()),
-            "clients_dropped": int(m.dropped.sum()),
-            "clients_failed_total": counters["clients_failed_total"],
-            "clients_participated": int(m.participated.sum()),
-            **self.privacy_metrics(server_state, r + 1),
-            **self.evaluate_submodels(server_state, x_test, y_test, predict),
-            **acc.get("tiers", {}),
-        }
-
-    def finish(self, last: dict, counters: dict, compile_s: float, wall_s: float) -> None:
-        """Sets ``self.summary``: the last evaluation plus the run's totals."""
-        self.summary = {
-            **last,
-            "compile_s": compile_s,
-            "wall_s": wall_s,
-            "rounds": self.config.rounds,
-            "samples_per_s": counters["samples"] / counters["train_s"]
-            if counters["train_s"] > 0
-            else None,
-            "epsilon": last.get("epsilon"),
-            "dp_noise_multiplier": self.privacy.settings.noise_multiplier if self.privacy else None,
-            "poisoned_clients": [int(i) for i in self.poisoned_clients],
-        }
-
-
-def _zero_counters() -> dict:
-    ints = ("up_bytes", "down_bytes", "samples", "clients_failed_total", "clients_dropped_total")
-    counters = {k: np.asarray(0, np.int64) for k in ints}
-    counters.update(train_s=np.asarray(0.0), elapsed_s=np.asarray(0.0))
-    return counters
-
-
-def _as_arrays(counters: dict) -> dict:
-    zero = _zero_counters()
-    return {k: np.asarray(v, zero[k].dtype) for k, v in counters.items()}
+        )  # fmt: skip
+    return out
