@@ -10,10 +10,11 @@ from fedsim.algorithms.fedavg import fedavg
 from fedsim.algorithms.fedopt import fedadagrad, fedadam, fedavgm, fedopt_transform, fedyogi
 from fedsim.algorithms.fedprox import fedprox
 from fedsim.algorithms.scaffold import scaffold
+from fedsim.algorithms.task import Federation
 from fedsim.config import load_config
 from fedsim.driver import run
 from fedsim.engine.loop import Experiment
-from fedsim.engine.round import Federation, build_round_fn
+from fedsim.engine.round import build_round_fn
 from fedsim.errors import ConfigError
 
 __all__ = [

@@ -29,9 +29,10 @@ import optax
 from fedsim.algorithms.base import ClientTask, Dataset
 from fedsim.algorithms.fedavg import fedavg
 from fedsim.algorithms.local import local_train
+from fedsim.algorithms.task import Federation
 from fedsim.config import load_config
 from fedsim.engine.loop import Experiment
-from fedsim.engine.round import Federation, build_round_fn, resolve_chunk_size
+from fedsim.engine.round import build_round_fn, resolve_chunk_size
 from fedsim.errors import ConfigError
 from fedsim.models import get_model
 

@@ -26,8 +26,7 @@ from fedsim.algorithms.fedavg import client_optimizer_from_config
 from fedsim.algorithms.local import local_train, masked_cross_entropy
 from fedsim.compress import lowrank, masks
 from fedsim.models.base import Model, ModelVars
-from fedsim.models.bn_cnn import BN_MOMENTUM
-from fedsim.models.layers import RANKS
+from fedsim.models.layers import BN_MOMENTUM, RANKS
 
 BATCH_STATS = "batch_stats"
 

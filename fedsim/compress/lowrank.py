@@ -15,8 +15,8 @@ import numpy as np
 from flax import traverse_util
 
 from fedsim.compress.encode import FP32_BYTES
-from fedsim.models.base import Model, ModelVars
-from fedsim.models.layers import RANKS
+
+RANKS = "ranks"  # variable collection holding each factorised layer's kept rank
 
 
 def _flat(tree) -> dict:
@@ -237,20 +237,7 @@ def ranks_for_budget(params, budget: int) -> jax.Array:
     return tier_caps(full, lo)
 
 
-def factorized_model(dense: Model, factored: Model) -> Model:
-    """``factored`` initialised Maestro's way (spec 3): the dense network's usual initialisation,
-    factorised by SVD, every layer at full rank."""
-
-    def init(key, sample_x):
-        start = dense.init(key, sample_x)
-        shape = factored.init(key, sample_x)
-        params = factorize(start.params, shape.params)
-        return ModelVars(params, {**start.state, RANKS: shape.state[RANKS]})
-
-    return factored._replace(init=init)
-
-
-def deployed_size(model_vars: ModelVars) -> tuple[jax.Array, jax.Array]:
+def deployed_size(model_vars) -> tuple[jax.Array, jax.Array]:
     """``(params, bytes)`` a client stores for ``model_vars``: factorised layers at their kept rank in
     the cheaper form, 4 bytes per value; a model without factorised layers stored dense."""
     ranks = rank_vector(model_vars.state) if RANKS in model_vars.state else ()

@@ -16,11 +16,12 @@ import numpy as np
 from fedsim import algorithms, model_file, models, privacy
 from fedsim import config as config_lib
 from fedsim.algorithms import FederatedAlgorithm
+from fedsim.algorithms.task import Federation
 from fedsim.compress import lowrank
 from fedsim.data import datasets, partition, shakespeare, validate
 from fedsim.data.federated import FederatedData, hold_out_validation, make_federation
 from fedsim.engine import faults, sharding
-from fedsim.engine.round import Federation, build_round_fn, resolve_chunk_size
+from fedsim.engine.round import build_round_fn, resolve_chunk_size
 from fedsim.errors import ConfigError
 from fedsim.metrics import evaluate
 from fedsim.models.base import ModelVars

@@ -18,41 +18,11 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
-from fedsim.algorithms.base import ClientTask, Dataset, FederatedAlgorithm
-from fedsim.data.batching import client_batches
+from fedsim.algorithms.base import Dataset, FederatedAlgorithm
+from fedsim.algorithms.task import Federation, client_task
 from fedsim.engine import aggregate
 from fedsim.engine import faults as faults_lib
 from fedsim.engine.sharding import CLIENT_AXIS
-
-
-class Federation(NamedTuple):
-    """The device-resident arrays a round reads (see ``fedsim.data.federated.FederatedData``)."""
-
-    x: jax.Array
-    y: jax.Array
-    client_indices: jax.Array  # int32 [C, N_max]
-    num_examples: jax.Array  # int32 [C]
-    val_indices: jax.Array | None = None  # int32 [C, V_max] held-out validation examples
-    num_val: jax.Array | None = None  # int32 [C]
-
-
-def client_task(federation: Federation, row, key, *, epochs: int, batch_size: int) -> ClientTask:
-    """Client ``row``'s local schedule for one round (or one fine-tuning pass) under ``key``."""
-    batch_key, task_key = jax.random.split(key)
-    num_examples = federation.num_examples[row]
-    indices, mask = client_batches(
-        batch_key,
-        federation.client_indices[row],
-        num_examples,
-        epochs=epochs,
-        batch_size=batch_size,
-    )
-    if federation.val_indices is None:
-        val_indices, val_mask = jnp.zeros((0,), jnp.int32), jnp.zeros((0,), bool)
-    else:
-        val_indices = federation.val_indices[row]
-        val_mask = jnp.arange(val_indices.shape[0]) < federation.num_val[row]
-    return ClientTask(indices, mask, num_examples, task_key, jnp.int32(row), val_indices, val_mask)
 
 
 class RoundMetrics(NamedTuple):
@@ -66,9 +36,6 @@ class RoundMetrics(NamedTuple):
     failed: jax.Array  # bool: excluded from the aggregate (non-finite update or dropout)
     dropped: jax.Array  # bool: dropped out (simulated fault), a subset of ``failed``
     participated: jax.Array  # bool: a client sat in this slot (always, with fixed-size sampling)
-
-
-SAMPLING = ("fixed", "poisson")
 
 
 def poisson_slots(num_clients: int, clients_per_round: int) -> int:

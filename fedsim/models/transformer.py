@@ -11,8 +11,7 @@ embeddings, LayerNorms and biases stay dense.
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fedsim.compress.lowrank import factorized_model
-from fedsim.models.base import Model, from_flax
+from fedsim.models.base import Model, factorized_model, from_flax
 from fedsim.models.layers import Dense
 
 
