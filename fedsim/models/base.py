@@ -82,7 +82,7 @@ def count_params(tree: PyTree) -> int:
 
 
 def factorized_model(dense: Model, factored: Model) -> Model:
-    """``factored`` initialised Maestro's way (spec 3): the dense network's usual initialisation,
+    """``factored`` initialised Maestro's way (as its official code does): the dense network's usual initialisation,
     factorised by SVD, every layer at full rank."""
 
     def init(key, sample_x):
