@@ -13,6 +13,7 @@ import json
 import jax
 
 from fedsim.bench import compiled_round, interleaved_medians
+from fedsim.config import load_config
 
 SETTINGS = {
     "comparison (54 examples/client, E=2, B=16)": "",
@@ -29,7 +30,9 @@ def main():
     for name, extra in SETTINGS.items():
         configs = {a: "configs/fedltn.py:" + ",".join(filter(None, [f"algorithm={a}", extra]))
                    for a in ("fedavg", "fedltn")}  # fmt: skip
-        med = interleaved_medians({a: compiled_round(c) for a, c in configs.items()}, args.rounds)
+        med = interleaved_medians(
+            {a: compiled_round(load_config(c)) for a, c in configs.items()}, args.rounds
+        )
         rows.append({
             "suite": "fedltn_round", "setting": name, "device": str(jax.devices()[0]),
             "model": "bn_cnn", "clients_per_round": 10, "rounds_timed": args.rounds,

@@ -1,4 +1,4 @@
-"""Maestro's round cost against a FedAvg round of the dense twin (BENCHMARKS.md: <= 1.3x), measured
+"""Maestro's round cost against a FedAvg round of the dense twin (target: <= 1.3x), measured
 interleaved in one run.
 
     python benchmarks/maestro_round.py --out benchmarks/results/maestro_round_cpu.json
@@ -14,6 +14,7 @@ import json
 import jax
 
 from fedsim.bench import compiled_round, interleaved_medians
+from fedsim.config import load_config
 
 CONFIGS = {
     "fedavg": "configs/maestro.py:mode=federated,method=dense",
@@ -26,7 +27,9 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
-    med = interleaved_medians({a: compiled_round(c) for a, c in CONFIGS.items()}, args.rounds)
+    med = interleaved_medians(
+        {a: compiled_round(load_config(c)) for a, c in CONFIGS.items()}, args.rounds
+    )
     row = {
         "suite": "maestro_round", "setting": "configs/maestro.py mode=federated",
         "device": str(jax.devices()[0]), "model": "cnn 8/16/128", "clients_per_round": 10,

@@ -1,4 +1,5 @@
-"""FedLTN and its baselines on the paper-style pathological split (../shared/specs/fedltn.md):
+"""FedLTN and its baselines on the paper-style pathological split (Mugunthan et al.,
+ECCV 2022; ``fedsim/algorithms/fedltn.py``):
 Fashion-MNIST (offline), 100 clients with two labels each ('#C=2'), 10 per round, the small BN CNN.
 Clients are small as in LotteryFL (40 images) and Sub-FedAvg (500): a seeded 6,000-image subset of the
 training set, 60 per client (54 to train, 6 to validate); ``train_examples=0`` uses all 60,000.

@@ -1,4 +1,5 @@
-"""LotteryFL on the FedLTN comparison setting (see configs/fedltn.py; ../shared/specs/fedltn.md).
+"""LotteryFL on the FedLTN comparison setting (see configs/fedltn.py and
+``fedsim/algorithms/lotteryfl.py``).
 
     fedsim run --config configs/lotteryfl.py --workdir runs/lotteryfl
     fedsim run --config configs/lotteryfl.py:smoke --workdir /tmp/lotteryfl-smoke

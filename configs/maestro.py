@@ -1,4 +1,4 @@
-"""Maestro (../shared/specs/maestro.md): layers factorised ``U Vᵀ``, trained with ordered rank dropout and
+"""Maestro (Horváth et al., ICML 2024; ``fedsim/algorithms/maestro.py``): layers factorised ``U Vᵀ``, trained with ordered rank dropout and
 the hierarchical group lasso, ranks cut as they die; against dense training and truncated SVD.
 
     fedsim run --config configs/maestro.py --workdir runs/maestro                     # central, FMNIST

@@ -1,4 +1,5 @@
-"""Sub-FedAvg (unstructured) on the FedLTN comparison setting (see configs/fedltn.py; ../shared/specs/fedltn.md).
+"""Sub-FedAvg (unstructured) on the FedLTN comparison setting (see configs/fedltn.py and
+``fedsim/algorithms/subfedavg.py``).
 
     fedsim run --config configs/subfedavg.py --workdir runs/subfedavg
     fedsim run --config configs/subfedavg.py:smoke --workdir /tmp/subfedavg-smoke

@@ -11,10 +11,11 @@ from fedsim.algorithms.fedopt import fedadagrad, fedadam, fedavgm, fedopt_transf
 from fedsim.algorithms.fedprox import fedprox
 from fedsim.algorithms.scaffold import scaffold
 from fedsim.algorithms.spec import AlgorithmSpec, ClientSetup
+from fedsim.algorithms.task import Federation
 from fedsim.config import load_config
 from fedsim.driver import run
 from fedsim.engine.loop import run as records
-from fedsim.engine.round import Federation, build_round_fn
+from fedsim.engine.round import build_round_fn
 from fedsim.engine.setup import Experiment, build_experiment
 from fedsim.errors import ConfigError
 

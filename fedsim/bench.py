@@ -1,4 +1,4 @@
-"""Performance suites behind ``fedsim bench --suite NAME``, measured as ../shared/BENCHMARKS.md asks.
+"""Performance suites behind ``fedsim bench --suite NAME``.
 
 A timing is quoted as a ratio measured side by side in one process: every way of running a round is
 compiled ahead of time, then all are timed in turn (A, B, C, A, B, C, ...) and each keeps its median
@@ -10,8 +10,11 @@ compiled ahead of time, then all are timed in turn (A, B, C, A, B, C, ...) and e
   compute limit for the same FLOPs) and a Python loop calling a jitted ``local_train`` per client (how
   most simulators run).
 - ``algorithms``: FedProx, SCAFFOLD, FedLTN and Maestro round time over FedAvg's, one shared setting.
-- ``pfl``: pfl-research's CIFAR-10 benchmark setup run end to end by ``Experiment``: compile, rounds
+- ``pfl``: pfl-research's CIFAR-10 benchmark setup run end to end by the run loop: compile, rounds
   and evaluations.
+
+Every suite's experiment is ``suite_config(setting)``: the package's ``base_config`` with the FedAvg
+CNN defaults of ``configs/fedavg.py`` and the suite's ``key=value`` setting, so no config file is read.
 """
 
 import json
@@ -25,18 +28,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from ml_collections import ConfigDict
 
 from fedsim.algorithms.base import ClientTask, Dataset
 from fedsim.algorithms.fedavg import fedavg
 from fedsim.algorithms.local import local_train
-from fedsim.config import load_config
-from fedsim.engine.loop import Experiment
-from fedsim.engine.round import Federation, build_round_fn, resolve_chunk_size
+from fedsim.algorithms.task import Federation
+from fedsim.config import apply_arg, base_config
+from fedsim.engine import loop, setup
+from fedsim.engine.round import build_round_fn, resolve_chunk_size
 from fedsim.errors import ConfigError
 from fedsim.models import get_model
 
 SUITES = ("round", "algorithms", "pfl")
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 LOCAL_STEPS, BATCH_SIZE = 5, 32
 CIFAR_SHAPE, CIFAR_TRAIN = (32, 32, 3), 50_000  # more clients than CIFAR-10 holds share examples
@@ -49,7 +53,8 @@ ALGORITHMS_SETTING = (  # the round suite's K = 10, with the 10 % validation spl
     "clients_per_round=10,local_epochs=1,batch_size=32,val_fraction=0.1"
 )
 ALGORITHMS_QUICK = (  # Maestro without rank sampling and shrinking compiles ~3x faster
-    "smoke,dataset=synthetic,partition=iid,val_fraction=0.1,ordered_dropout=False,shrink_every=0"
+    "smoke,dataset=synthetic,partition=iid,val_fraction=0.1,maestro.ordered_dropout=False,"
+    "maestro.shrink_every=0"
 )
 
 PFL_ROUNDS = 1500
@@ -59,9 +64,9 @@ PFL_SETTING = (  # pfl-research's CIFAR-10 benchmark: 1,000 clients of 50 exampl
 )
 PFL_QUICK = "smoke,dataset=synthetic,partition=iid,num_clients=20,clients_per_round=5,batch_size=10"
 PFL_NOTE = (
-    "pfl-research was not measured on this machine: it needs PyTorch or TensorFlow, which are not "
-    "installed here, and nothing may be pip-installed; run both on the same GPU with the same "
-    "synthetic CIFAR-shaped data to fill pfl_research_wall_s"
+    "pfl-research was not measured: it is not installed (pip install 'pfl[pytorch]' or "
+    "'pfl[tf]'; its CIFAR-10 setup is in benchmarks/ of github.com/apple/pfl-research); run both "
+    "on the same GPU with the same synthetic CIFAR-shaped data to fill pfl_research_wall_s"
 )
 
 
@@ -97,14 +102,27 @@ def _timer(run: Callable[[], object]) -> Callable[[], float]:
     return seconds
 
 
-def compiled_round(spec: str) -> Callable[[], float]:
-    """A timer running the next round of config ``spec`` (``FILE.py:ARG``), compiled ahead of time."""
-    experiment = Experiment(load_config(spec))
-    server, clients = experiment.init()
-    federation, key = experiment.federation(), jax.random.PRNGKey(0)
-    fn = (
-        jax.jit(experiment.round_fn).lower(server, clients, federation, jnp.int32(0), key).compile()
-    )
+def suite_config(setting: str) -> ConfigDict:
+    """``base_config()`` with ``configs/fedavg.py``'s defaults (the FedAvg CNN on ``mnist_subset``,
+    Dirichlet split, 50 rounds) and ``setting`` (``key=value,...``; ``smoke`` shrinks it first)."""
+    config = base_config()
+    config.update(model="cnn", dataset="mnist_subset", partition="dirichlet", rounds=50)
+    return apply_arg(config, setting, _smoke).lock()
+
+
+def _smoke(config: ConfigDict) -> None:
+    config.update(num_clients=10, clients_per_round=3, rounds=2, local_epochs=1, eval_every=1)
+    config.model = "mlp"
+    config.model_kwargs = {"hidden": (16,)}
+
+
+def compiled_round(config: ConfigDict) -> Callable[[], float]:
+    """A timer running the next round of ``config``, compiled ahead of time."""
+    experiment = setup.build_experiment(config)
+    programs = setup.programs(experiment)
+    server, clients = setup.init_states(experiment, programs.algorithm)
+    federation, key = setup.federation(experiment), jax.random.PRNGKey(0)
+    fn = jax.jit(programs.round_fn).lower(server, clients, federation, jnp.int32(0), key).compile()
     state = {"server": server, "clients": clients, "round": 0}
 
     def one_round():
@@ -163,7 +181,7 @@ class _RoundSetting:
             jnp.full((clients,), LOCAL_STEPS * BATCH_SIZE, jnp.int32),
         )
         server = algorithm.server_init(jax.tree.map(jnp.copy, self.start))
-        donate = () if self.platform == "cpu" else (0,)  # as Experiment does
+        donate = () if self.platform == "cpu" else (0,)  # as the run loop does
         t = time.perf_counter()
         compiled = (
             jax.jit(round_fn, donate_argnums=donate)
@@ -259,12 +277,13 @@ def round_suite(clients: tuple[int, ...], repeats: int, model_kwargs: dict) -> l
 
 
 def algorithms_suite(setting: str, repeats: int) -> list[dict]:
-    """Round time of each of ``ALGORITHMS`` over FedAvg's in ``configs/fedavg.py:<setting>``
-    (Maestro on the factorised twin of the same model)."""
-    specs = {a: f"{CONFIGS / 'fedavg.py'}:{setting},algorithm={a}" for a in ALGORITHMS}
-    specs["maestro"] += ",model_kwargs={'factorized':True}"
-    seconds = interleaved_medians({a: compiled_round(s) for a, s in specs.items()}, repeats)
-    config = load_config(specs["fedavg"])
+    """Round time of each of ``ALGORITHMS`` over FedAvg's in ``suite_config(setting)`` (Maestro on
+    the factorised twin of the same model)."""
+    settings = {a: f"{setting},algorithm={a}" for a in ALGORITHMS}
+    settings["maestro"] += ",model_kwargs={'factorized':True}"
+    configs = {a: suite_config(s) for a, s in settings.items()}
+    seconds = interleaved_medians({a: compiled_round(c) for a, c in configs.items()}, repeats)
+    config = configs["fedavg"]
     rows = []
     for a in ALGORITHMS:
         rows.append({
@@ -279,16 +298,16 @@ def algorithms_suite(setting: str, repeats: int) -> list[dict]:
 
 
 def pfl_suite(setting: str, rounds: int) -> list[dict]:
-    """``rounds`` rounds of ``configs/fedavg.py:<setting>`` end to end (setup, compile, rounds,
+    """``rounds`` rounds of ``suite_config(setting)`` end to end (setup, compile, rounds,
     evaluations), and the wall clock extrapolated to the benchmark's 1,500 rounds."""
     t = time.perf_counter()
-    experiment = Experiment(load_config(f"{CONFIGS / 'fedavg.py'}:{setting},rounds={rounds}"))
+    experiment = setup.build_experiment(suite_config(f"{setting},rounds={rounds}"))
     setup_s = time.perf_counter() - t
     evaluations = 0
-    for record in experiment.records():
+    for record in loop.run(experiment):
         evaluations += record.metrics is not None
-    config, summary = experiment.config, experiment.summary
-    train_s = float(record.state.counters["train_s"])
+    config, summary = experiment.config, record.summaries[0]
+    train_s = float(record.state(0).counters["train_s"])
     eval_s = summary["wall_s"] - summary["compile_s"] - train_s  # and per-round bookkeeping
     full_evaluations = math.ceil(PFL_ROUNDS / config.eval_every)
     full_s = (

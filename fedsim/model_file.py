@@ -15,7 +15,6 @@ from flax import serialization
 from fedsim.compress import lowrank
 from fedsim.errors import ConfigError
 from fedsim.models.base import ModelVars
-from fedsim.models.layers import RANKS
 
 MODEL_FILE = "model.msgpack"
 COMPACT_FILE = "model_compact.msgpack"
@@ -31,7 +30,7 @@ def model_files(model_vars: ModelVars) -> dict[str, bytes]:
     models (the driver writes them into the workdir)."""
     model_vars = jax.device_get(model_vars)
     files = {MODEL_FILE: _serialize(model_vars.params, model_vars.state)}
-    if RANKS in model_vars.state:
+    if lowrank.RANKS in model_vars.state:
         compact = lowrank.compact(model_vars.params, lowrank.rank_vector(model_vars.state))
         files[COMPACT_FILE] = _serialize(compact, lowrank.without_ranks(model_vars.state))
     return files

@@ -11,7 +11,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from fedsim.engine.round import Federation  # noqa: E402
+from fedsim.algorithms.task import Federation  # noqa: E402
 from fedsim.models import get_model  # noqa: E402
 
 TOY_SIZES = np.array([5, 12, 9], np.int32)

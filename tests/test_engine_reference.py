@@ -22,7 +22,7 @@ def to_np(tree):
 
 def real_batches(fed, key, client, epochs=EPOCHS):
     """Client ``client``'s real batches, in order, of the task built under ``key`` (the key that
-    ``fedsim.engine.round.client_task`` receives)."""
+    ``fedsim.algorithms.task.client_task`` receives)."""
     batch_key, _ = jax.random.split(key)
     idx, valid = client_batches(
         batch_key,

@@ -7,7 +7,8 @@ import optax
 
 from fedsim.algorithms import scaffold
 from fedsim.algorithms.fedavg import fedavg
-from fedsim.engine.round import Federation, build_round_fn
+from fedsim.algorithms.task import Federation
+from fedsim.engine.round import build_round_fn
 from fedsim.models import get_model
 
 SIZES = np.array([6, 6, 6, 6], np.int32)

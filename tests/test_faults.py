@@ -8,9 +8,10 @@ import optax
 import pytest
 
 from fedsim.algorithms.fedavg import fedavg
+from fedsim.algorithms.task import Federation
 from fedsim.config import base_config
 from fedsim.engine import faults, loop, setup
-from fedsim.engine.round import Federation, build_round_fn
+from fedsim.engine.round import build_round_fn
 from fedsim.models import get_model
 
 SIZES = np.array([7, 9, 5, 8, 6, 9], np.int32)

@@ -11,8 +11,9 @@ import pytest
 from test_engine_reference import BATCH, EPOCHS, KEY, LR, NUM_CLIENTS, SIZES, client_schedule
 
 from fedsim.algorithms.fedltn import fedltn
+from fedsim.algorithms.task import Federation
 from fedsim.compress import masks
-from fedsim.engine.round import Federation, build_round_fn
+from fedsim.engine.round import build_round_fn
 from fedsim.models.base import ModelVars, from_flax
 
 TARGET, RATE, MOMENTUM, SERVER_LR = 0.5, 0.3, 0.9, 1.0

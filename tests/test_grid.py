@@ -90,7 +90,9 @@ def test_sweep_over_a_tuple_valued_key(tmp_path, capsys):
     assert "one after another" in capsys.readouterr().out
     saved = json.loads((tmp_path / "sweep" / cells[1]["cell"] / "config.json").read_text())
     assert saved["fedltn"]["density_budgets"] == [1.0, 0.5]
-    assert "personal_acc_b50" in cells[1]["summary"] and "personal_acc_b50" not in cells[0]["summary"]
+    assert (
+        "personal_acc_b50" in cells[1]["summary"] and "personal_acc_b50" not in cells[0]["summary"]
+    )
 
 
 def test_sweep_trains_seeds_as_one_grid_and_writes_csv_and_figure(tmp_path, capsys):

@@ -20,8 +20,7 @@ from fedsim.data.batching import client_batches
 from fedsim.engine.round import build_round_fn
 from fedsim.models import get_model
 from fedsim.models.base import from_flax
-from fedsim.models.bn_cnn import BN_MOMENTUM
-from fedsim.models.layers import Conv2D, Dense
+from fedsim.models.layers import BN_MOMENTUM, Conv2D, Dense
 
 X_IMG = jax.random.normal(jax.random.PRNGKey(3), (4, 12, 12, 2))
 

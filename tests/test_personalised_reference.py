@@ -33,7 +33,7 @@ from fedsim.algorithms.fedbn import fedbn
 from fedsim.algorithms.local_only import local_only
 from fedsim.algorithms.lotteryfl import lotteryfl
 from fedsim.algorithms.subfedavg import subfedavg
-from fedsim.engine.round import client_task
+from fedsim.algorithms.task import client_task
 from fedsim.models.base import ModelVars
 
 toy = test_fedltn_reference.toy  # the fixture: three clients with validation splits, TinyBN

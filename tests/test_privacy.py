@@ -14,13 +14,9 @@ from test_engine_reference import run_engine
 from fedsim import privacy
 from fedsim.algorithms.base import Dataset, FederatedAlgorithm
 from fedsim.algorithms.fedavg import fedavg
+from fedsim.algorithms.task import client_task
 from fedsim.cli import main
-from fedsim.engine.round import (
-    build_round_fn,
-    client_task,
-    poisson_slots,
-    sample_clients,
-)
+from fedsim.engine.round import build_round_fn, poisson_slots, sample_clients
 from fedsim.models.base import ModelVars
 from fedsim.privacy import DPSettings, Mechanism, dp_fedavg
 from fedsim.privacy.dp_fedavg import clip_by_norm

@@ -6,7 +6,8 @@ import numpy as np
 import optax
 
 from fedsim.algorithms.fedavg import fedavg
-from fedsim.engine.round import Federation, build_round_fn
+from fedsim.algorithms.task import Federation
+from fedsim.engine.round import build_round_fn
 from fedsim.models import get_model
 
 

@@ -82,7 +82,7 @@ class Personal(NamedTuple):
     """The model one client deploys, and what it costs to store."""
 
     model: PyTree  # ModelVars
-    model_bytes: jax.Array  # int32, encoded (CONTRACT.md byte rule)
+    model_bytes: jax.Array  # int32, encoded (the byte rule of docs/metrics.md)
     values_bytes: jax.Array  # int32, 4 bytes per stored value (no index or bitmap overhead)
     density: jax.Array  # float32 fraction of prunable weights kept
 

@@ -1,5 +1,5 @@
 """FedLTN: Mugunthan, Lin, Gokul, Lau, Kagal, Pieper, 'FedLTN: Federated Learning for Sparse and
-Personalized Lottery Ticket Networks', ECCV 2022 (procedure: ../shared/specs/fedltn.md section 3).
+Personalized Lottery Ticket Networks', ECCV 2022.
 
 Each client trains its masked model, then, once its local validation accuracy clears
 ``prune_threshold``, prunes ``min(prune_rate, 1 - target/density)`` of its surviving weights by trained
@@ -11,7 +11,7 @@ Lean start: with ``density_budgets`` (e.g. ``(1.0, 0.5, 0.25)``), client ``k`` g
 ``budgets[k % len(budgets)]`` and, at its first participation, one-shot prunes the received server model
 to that density before training, so it never stores or moves more than its budget.
 
-Jump-Start (spec section 5): with ``jump_start_rounds`` ``J > 0`` every client first runs ``J`` local-only
+Jump-Start (the paper's warm start): with ``jump_start_rounds`` ``J > 0`` every client first runs ``J`` local-only
 virtual rounds from the initial model (train, then prune under the same gate; nothing is sent), then
 uploads its masked model once, and the server starts round 1 from the mask-aware mean with zero
 momentum. The engine runs it as a ``Warmup`` round with every client taking part.
@@ -59,7 +59,7 @@ def fedltn(
     jump_start_rounds: int = 0,
     name: str = "fedltn",
 ) -> FederatedAlgorithm:
-    """FedLTN with the spec's defaults (``target_density`` 0.1, ``prune_rate`` 0.2, threshold 0.5).
+    """FedLTN with fedsim's defaults (``target_density`` 0.1, ``prune_rate`` 0.2, threshold 0.5).
 
     With ``jump_start_rounds > 0`` the algorithm carries its Jump-Start as ``warmup`` (its clients get
     ``jump_start_rounds`` times the local epochs of a round, one block per virtual round)."""

@@ -1,6 +1,6 @@
 """LotteryFL: Li, Sun, Li, Chen, Li, 'LotteryFL: Personalized and Communication-Efficient Federated
 Learning with Lottery Ticket Hypothesis on Non-IID Datasets', 2020 (official code
-charleslipku/LotteryFL; procedure: ../shared/specs/fedltn.md section 8).
+charleslipku/LotteryFL).
 
 A client receives its masked server model; when that model's local validation accuracy is above
 ``prune_threshold`` and its density above the target, it prunes ``min(prune_rate, 1 - target/density)``

@@ -27,8 +27,7 @@ from fedsim.algorithms.spec import AlgorithmSpec, ClientSetup, check_ranges
 from fedsim.compress import lowrank, masks
 from fedsim.errors import ConfigError
 from fedsim.models.base import Model, ModelVars
-from fedsim.models.bn_cnn import BN_MOMENTUM
-from fedsim.models.layers import RANKS
+from fedsim.models.layers import BN_MOMENTUM, RANKS
 
 BATCH_STATS = "batch_stats"
 

@@ -1,6 +1,6 @@
 """Sub-FedAvg (unstructured): Vahidian, Morafah, Lin, 'Personalized Federated Learning by Structured
 and Unstructured Pruning under Data Heterogeneity', ICDCS workshops 2021 (official code
-MMorafah/Sub-FedAvg; procedure: ../shared/specs/fedltn.md section 9).
+MMorafah/Sub-FedAvg).
 
 A client downloads its masked server model and trains with masked gradients. Candidate masks are taken
 after the first local epoch and after the last (each drops ``prune_rate`` of the surviving weights per

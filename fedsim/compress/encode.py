@@ -1,4 +1,4 @@
-"""Exact byte counts of what a client stores or transmits (the rule in CONTRACT.md).
+"""Exact byte counts of what a client stores or transmits (the rule in docs/metrics.md).
 
 A dense leaf costs 4 bytes per value. A masked leaf of ``n`` entries with ``z`` kept costs
 ``min(4n, ceil(n/8) + 4z, 8z)``: dense fp32, a bitmap plus fp32 values, or int32 index + fp32 value

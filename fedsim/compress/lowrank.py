@@ -1,5 +1,6 @@
 """Pure maths on factorised layers ``W = U Vᵀ`` (Horváth, Laskaridis, Rajput, Wang, 'Maestro: Uncovering
-Low-Rank Structures via Trainable Decomposition', ICML 2024; spec ../shared/specs/maestro.md 3-7).
+Low-Rank Structures via Trainable Decomposition', ICML 2024;
+official code SamuelHorvath/Maestro-LoD).
 
 A factorised layer is a node ``{'v': [..., R], 'u': [m, R], 'bias': [m]}`` of the params tree (see
 ``fedsim.models.layers``); its kept rank is ``state['ranks'][...path...]['keep']``. Layers are ordered by
@@ -15,8 +16,8 @@ import numpy as np
 from flax import traverse_util
 
 from fedsim.compress.encode import FP32_BYTES
-from fedsim.models.base import Model, ModelVars
-from fedsim.models.layers import RANKS
+
+RANKS = "ranks"  # variable collection holding each factorised layer's kept rank
 
 
 def _flat(tree) -> dict:
@@ -113,7 +114,7 @@ def safe_sqrt(x):
 
 def group_lasso(params, caps=None):
     """Hierarchical group lasso ``sum_l sum_b sqrt(a_b) + sqrt(c_b)`` with ``a_b``, ``c_b`` the
-    squared norms of ``u``'s and ``v``'s slots ``>= b`` (spec 5). All ``R`` slots count, cut ones too;
+    squared norms of ``u``'s and ``v``'s slots ``>= b`` (Maestro's regulariser). All ``R`` slots count, cut ones too;
     ``caps`` ``[L]`` restricts each layer to its slots ``< cap`` (a federated client's own slots)."""
     total = jnp.float32(0)
     for i, (su, sv) in enumerate(_slot_energy(params)):
@@ -125,7 +126,8 @@ def group_lasso(params, caps=None):
 
 
 def importance(params) -> list[jax.Array]:
-    """Per layer ``s_b = sqrt(a_b) sqrt(c_b)`` ``[R]``, non-increasing in ``b`` (spec 6)."""
+    """Per layer ``s_b = sqrt(a_b) sqrt(c_b)`` ``[R]``, non-increasing in ``b`` (Maestro's
+    importance)."""
     return [
         safe_sqrt(_tail_sums(su)) * safe_sqrt(_tail_sums(sv)) for su, sv in _slot_energy(params)
     ]
@@ -138,7 +140,7 @@ def shrunk_ranks(params, epsilon: float) -> jax.Array:
 
 def sample_ranks(key, keep) -> jax.Array:
     """Maestro's per-layer ordered dropout: one layer ``l`` with ``P(l) ∝ keep_l`` is truncated to
-    ``b ~ U{1..keep_l}``; every other layer keeps ``keep`` (spec 4, i.i.d. per step)."""
+    ``b ~ U{1..keep_l}``; every other layer keeps ``keep`` (i.i.d. per step)."""
     layer_key, rank_key = jax.random.split(key)
     logits = jnp.where(keep > 0, jnp.log(jnp.maximum(keep, 1).astype(jnp.float32)), -jnp.inf)
     layer = jax.random.categorical(layer_key, logits)
@@ -147,7 +149,9 @@ def sample_ranks(key, keep) -> jax.Array:
 
 
 def tier_caps(keep, fraction) -> jax.Array:
-    """A capacity tier's ranks: ``ceil(p keep)``, at least 1 where ``keep >= 1`` (spec 13)."""
+    """A capacity tier's ranks: ``ceil(p keep)``, at least 1 where ``keep >= 1`` (FjORD-style
+    tiers: Horváth et al., 'FjORD: Fair and Accurate Federated Learning under Heterogeneous Targets
+    with Ordered Dropout', NeurIPS 2021)."""
     caps = jnp.ceil(fraction * keep.astype(jnp.float32)).astype(jnp.int32)
     return jnp.where(keep > 0, jnp.maximum(caps, 1), 0)
 
@@ -180,7 +184,7 @@ def _other_params(params) -> int:
 
 
 def deployed_params(params, ranks) -> jax.Array:
-    """Maestro's deployed size: ``sum_l min(n m, r_l (n + m))`` plus every other parameter (spec 7)."""
+    """Maestro's deployed size: ``sum_l min(n m, r_l (n + m))`` plus every other parameter."""
     total = jnp.int32(_other_params(params))
     for (n, m), r in zip(_layer_sizes(params), ranks, strict=True):
         total += jnp.minimum(n * m, r * (n + m))
@@ -212,7 +216,7 @@ def state_bytes(state) -> int:
 
 def compact(params, ranks) -> dict:
     """The deployable params (host arrays): each layer sliced to its kept rank, or merged back to a
-    dense ``kernel`` where ``r (n + m) > n m`` (spec 7)."""
+    dense ``kernel`` where ``r (n + m) > n m``."""
     flat = {k: np.asarray(v) for k, v in _flat(params).items()}
     for (n, m), r, path in zip(
         _layer_sizes(params), np.asarray(ranks), layer_paths(params), strict=True
@@ -237,20 +241,7 @@ def ranks_for_budget(params, budget: int) -> jax.Array:
     return tier_caps(full, lo)
 
 
-def factorized_model(dense: Model, factored: Model) -> Model:
-    """``factored`` initialised Maestro's way (spec 3): the dense network's usual initialisation,
-    factorised by SVD, every layer at full rank."""
-
-    def init(key, sample_x):
-        start = dense.init(key, sample_x)
-        shape = factored.init(key, sample_x)
-        params = factorize(start.params, shape.params)
-        return ModelVars(params, {**start.state, RANKS: shape.state[RANKS]})
-
-    return factored._replace(init=init)
-
-
-def deployed_size(model_vars: ModelVars) -> tuple[jax.Array, jax.Array]:
+def deployed_size(model_vars) -> tuple[jax.Array, jax.Array]:
     """``(params, bytes)`` a client stores for ``model_vars``: factorised layers at their kept rank in
     the cheaper form, 4 bytes per value; a model without factorised layers stored dense."""
     ranks = rank_vector(model_vars.state) if RANKS in model_vars.state else ()

@@ -12,21 +12,10 @@ import functools
 import numpy as np
 
 from fedsim import plugins
+from fedsim.data.arrays import ArrayDataset, freeze
 from fedsim.errors import ConfigError
 
 _SPLIT_SEED = 0
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class ArrayDataset:
-    """A dataset held in memory as numpy arrays."""
-
-    name: str
-    x_train: np.ndarray  # float32 [N, H, W, C] in [0, 1]
-    y_train: np.ndarray  # int32 [N]
-    x_test: np.ndarray  # float32 [M, H, W, C] in [0, 1]
-    y_test: np.ndarray  # int32 [M]
-    num_classes: int
 
 
 def _stratified_split(labels: np.ndarray, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -47,13 +36,6 @@ def _from_arrays(name: str, images: np.ndarray, labels: np.ndarray, scale: float
     y = labels.astype(np.int32)
     train, test = _stratified_split(y, test_fraction=0.2)
     return freeze(ArrayDataset(name, x[train], y[train], x[test], y[test], int(y.max()) + 1))
-
-
-def freeze(dataset: ArrayDataset) -> ArrayDataset:
-    """Marks the arrays read-only so that callers cannot corrupt the cache."""
-    for array in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
-        array.flags.writeable = False
-    return dataset
 
 
 @functools.cache
@@ -178,9 +160,15 @@ def load_dataset(name: str, seed: int = 0, path: str = "", data_dir: str = "") -
     if plugins.is_path(name):
         return _plugin(name, seed)
     if name not in _LOADERS:
-        from fedsim.data.tfds_source import load_tfds
+        from fedsim.data.tfds_source import UnknownDataset, load_tfds
 
-        return load_tfds(name, data_dir or None)
+        try:
+            return load_tfds(name, data_dir or None)
+        except UnknownDataset:
+            raise ConfigError(
+                f"dataset={name!r} is neither a fedsim dataset ({', '.join(DATASETS)}) "
+                "nor a TFDS dataset name"
+            ) from None
     return _LOADERS[name](seed, path)
 
 

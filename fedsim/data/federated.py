@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from fedsim.data.datasets import ArrayDataset
+from fedsim.data.arrays import ArrayDataset
 from fedsim.data.partition import partition
 from fedsim.errors import ConfigError
 

@@ -2,7 +2,7 @@
 
 A partitioner is a pure function ``(labels, num_clients, rng, *, hparams) -> list[np.ndarray]`` that
 returns one int64 array of indices into ``labels`` per client; ``PARTITIONERS`` registers it by name
-and ``partition`` validates the inputs and dispatches. The five partitioners (baselines.md section 10):
+and ``partition`` validates the inputs and dispatches. The five partitioners:
 
 - ``iid``: a random permutation cut into near-equal parts.
 - ``dirichlet`` (``alpha``): label skew, NIID-Bench ``noniid-labeldir``.

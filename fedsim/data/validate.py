@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from fedsim.data.datasets import ArrayDataset
+from fedsim.data.arrays import ArrayDataset
 from fedsim.data.federated import FederatedData
 from fedsim.errors import ConfigError
 

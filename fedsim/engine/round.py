@@ -18,41 +18,11 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
-from fedsim.algorithms.base import ClientTask, Dataset, FederatedAlgorithm
-from fedsim.data.batching import client_batches
+from fedsim.algorithms.base import Dataset, FederatedAlgorithm
+from fedsim.algorithms.task import Federation, client_task
 from fedsim.engine import aggregate
 from fedsim.engine import faults as faults_lib
 from fedsim.engine.sharding import CLIENT_AXIS
-
-
-class Federation(NamedTuple):
-    """The device-resident arrays a round reads (see ``fedsim.data.federated.FederatedData``)."""
-
-    x: jax.Array
-    y: jax.Array
-    client_indices: jax.Array  # int32 [C, N_max]
-    num_examples: jax.Array  # int32 [C]
-    val_indices: jax.Array | None = None  # int32 [C, V_max] held-out validation examples
-    num_val: jax.Array | None = None  # int32 [C]
-
-
-def client_task(federation: Federation, row, key, *, epochs: int, batch_size: int) -> ClientTask:
-    """Client ``row``'s local schedule for one round (or one fine-tuning pass) under ``key``."""
-    batch_key, task_key = jax.random.split(key)
-    num_examples = federation.num_examples[row]
-    indices, mask = client_batches(
-        batch_key,
-        federation.client_indices[row],
-        num_examples,
-        epochs=epochs,
-        batch_size=batch_size,
-    )
-    if federation.val_indices is None:
-        val_indices, val_mask = jnp.zeros((0,), jnp.int32), jnp.zeros((0,), bool)
-    else:
-        val_indices = federation.val_indices[row]
-        val_mask = jnp.arange(val_indices.shape[0]) < federation.num_val[row]
-    return ClientTask(indices, mask, num_examples, task_key, jnp.int32(row), val_indices, val_mask)
 
 
 class RoundMetrics(NamedTuple):
@@ -66,9 +36,6 @@ class RoundMetrics(NamedTuple):
     failed: jax.Array  # bool: excluded from the aggregate (non-finite update or dropout)
     dropped: jax.Array  # bool: dropped out (simulated fault), a subset of ``failed``
     participated: jax.Array  # bool: a client sat in this slot (always, with fixed-size sampling)
-
-
-SAMPLING = ("fixed", "poisson")
 
 
 def poisson_slots(num_clients: int, clients_per_round: int) -> int:
@@ -106,38 +73,38 @@ def resolve_chunk_size(chunk_size: int, clients_per_round: int, backend: str) ->
     return 1 if backend == "cpu" else min(clients_per_round, 128)
 
 
-def build_round_fn(
-    algorithm: FederatedAlgorithm,
-    *,
-    num_clients: int,
-    clients_per_round: int,
-    chunk_size: int,
-    local_epochs: int,
-    batch_size: int,
-    faults: faults_lib.Faults = faults_lib.NO_FAULTS,
-    sampling: str = "fixed",
-    mesh: Mesh | None = None,
-):
-    """Returns ``round_fn(server_state, client_states, federation, round_index, key)``.
+class _Layout(NamedTuple):
+    """Where a round's sampling slots run: ``devices`` each stream ``num_chunks`` chunks of
+    ``chunk_size`` slots; the ``padded - slots`` slots past the sampled ones are padding."""
 
-    ``round_fn`` returns ``(server_state, client_states, RoundMetrics)``; jit it once per experiment
-    (``round_index`` is an array, so rounds do not retrace). ``client_states`` is the algorithm's
-    per-client state stacked ``[C, ...]``; rows of clients not sampled are returned unchanged.
-    ``faults`` simulates dropout and stragglers (``fedsim.engine.faults``); ``sampling`` is 'fixed'
-    or 'poisson' (see ``sample_clients``). With a ``mesh`` (``fedsim.engine.sharding``) slot ``i``
-    runs on device ``i % D``, each device streams its own chunks and the totals meet in a ``psum``.
-    """
+    slots: int
+    devices: int
+    num_chunks: int  # per device
+    chunk_size: int
+
+    @property
+    def per_device(self) -> int:
+        return self.num_chunks * self.chunk_size
+
+    @property
+    def padded(self) -> int:
+        return self.devices * self.per_device
+
+
+def _layout(num_clients, clients_per_round, chunk_size, sampling, mesh) -> _Layout:
     slots = (
         clients_per_round if sampling == "fixed" else poisson_slots(num_clients, clients_per_round)
     )
     devices = 1 if mesh is None else mesh.size
-    num_chunks = math.ceil(slots / (devices * chunk_size))  # per device
-    per_device = num_chunks * chunk_size
-    padded = devices * per_device
+    num_chunks = math.ceil(slots / (devices * chunk_size))
+    return _Layout(slots, devices, num_chunks, chunk_size)
 
-    def run_clients(server_state, client_states, federation, keys, ids, valid):
-        """The clients in slots ``ids`` (``[per_device]``) on one device: their streamed total,
-        the client states with theirs written, per-slot metrics and whether each was aggregated."""
+
+def _chunk_runner(algorithm, faults, *, num_clients, chunk_size, local_epochs, batch_size):
+    """Returns ``run_chunk(server_state, federation, keys, states, ids, real)``: the clients of one
+    chunk (``ids``, ``[chunk_size]``) -> ``(ClientResult, aggregated, num_examples, dropped)``."""
+
+    def run_chunk(server_state, federation, keys, states, ids, real):
         client_key, straggler_key = keys
         dataset = Dataset(federation.x, federation.y)
 
@@ -174,16 +141,24 @@ def build_round_fn(
             return result, ok, jnp.where(is_real, num_examples, 0), is_real & dropped
 
         if chunk_size == 1:  # no vmap: padded local steps are then really skipped by lax.cond
-            run_chunk = lambda states, ids, real: jax.tree.map(
-                lambda leaf: leaf[None], one_client(states, ids[0], real[0])
-            )
-        else:
-            run_chunk = jax.vmap(one_client, in_axes=(None, 0, 0))
+            return jax.tree.map(lambda leaf: leaf[None], one_client(states, ids[0], real[0]))
+        return jax.vmap(one_client, in_axes=(None, 0, 0))(states, ids, real)
+
+    return run_chunk
+
+
+def _client_streamer(run_chunk, layout: _Layout, num_clients: int):
+    """Returns ``run_clients(server_state, client_states, federation, keys, ids, valid)``: the
+    clients in slots ``ids`` (``[per_device]``) on one device -> their streamed total, the client
+    states with theirs written, per-slot metrics and whether each was aggregated."""
+
+    def run_clients(server_state, client_states, federation, keys, ids, valid):
+        run = lambda states, ids, real: run_chunk(server_state, federation, keys, states, ids, real)
 
         def chunk_step(carry, chunk):
             total, states = carry
             chunk_ids, chunk_valid = chunk
-            result, ok, num_examples, dropped = run_chunk(states, chunk_ids, chunk_valid)
+            result, ok, num_examples, dropped = run(states, chunk_ids, chunk_valid)
             total = aggregate.add_chunk(total, result.contribution, ok)
             write_ids = jnp.where(ok, chunk_ids, num_clients)
             states = jax.tree.map(
@@ -200,29 +175,35 @@ def build_round_fn(
             )
             return (total, states), (metrics, ok)
 
-        chunks = (ids.reshape(num_chunks, chunk_size), valid.reshape(num_chunks, chunk_size))
-        first = jax.eval_shape(run_chunk, client_states, chunks[0][0], chunks[1][0])[0]
+        shape = (layout.num_chunks, layout.chunk_size)
+        chunks = (ids.reshape(shape), valid.reshape(shape))
+        first = jax.eval_shape(run, client_states, chunks[0][0], chunks[1][0])[0]
         total = aggregate.zeros_like_one(first.contribution)
         (total, client_states), (metrics, ok) = jax.lax.scan(
             chunk_step, (total, client_states), chunks
         )
-        flat = lambda tree: jax.tree.map(lambda m: m.reshape(per_device), tree)
+        flat = lambda tree: jax.tree.map(lambda m: m.reshape(layout.per_device), tree)
         return total, client_states, flat(metrics), flat(ok)
 
+    return run_clients
+
+
+def _sharded(run_clients, layout: _Layout, num_clients: int, mesh: Mesh):
+    """``run_clients`` with slot ``i`` on device ``i % D``; the states written back in one scatter
+    of every device's rows."""
+    per_device, devices = layout.per_device, layout.devices
+    regroup = lambda a, shape: a.reshape(shape + a.shape[1:]).swapaxes(0, 1).reshape(a.shape)
+    spread = lambda a: regroup(a, (per_device, devices))  # slot order -> device-major
+    unspread = lambda a: regroup(a, (devices, per_device))
+
+    def on_device(server_state, client_states, federation, keys, ids, valid):
+        total, states, metrics, ok = run_clients(
+            server_state, client_states, federation, keys, ids, valid
+        )
+        rows = jax.tree.map(lambda s: s[jnp.minimum(ids, num_clients - 1)], states)
+        return jax.lax.psum(total, CLIENT_AXIS), rows, metrics, ok
+
     def run_sharded(server_state, client_states, federation, keys, ids, valid):
-        """``run_clients`` with slot ``i`` on device ``i % D``; the states written back in one
-        scatter of every device's rows."""
-        regroup = lambda a, shape: a.reshape(shape + a.shape[1:]).swapaxes(0, 1).reshape(a.shape)
-        spread = lambda a: regroup(a, (per_device, devices))  # slot order -> device-major
-        unspread = lambda a: regroup(a, (devices, per_device))
-
-        def on_device(server_state, client_states, federation, keys, ids, valid):
-            total, states, metrics, ok = run_clients(
-                server_state, client_states, federation, keys, ids, valid
-            )
-            rows = jax.tree.map(lambda s: s[jnp.minimum(ids, num_clients - 1)], states)
-            return jax.lax.psum(total, CLIENT_AXIS), rows, metrics, ok
-
         replicated, split = PartitionSpec(), PartitionSpec(CLIENT_AXIS)
         total, rows, metrics, ok = jax.shard_map(
             on_device,
@@ -238,7 +219,43 @@ def build_round_fn(
         )
         return total, client_states, metrics, ok
 
-    run = run_clients if mesh is None else run_sharded
+    return run_sharded
+
+
+def build_round_fn(
+    algorithm: FederatedAlgorithm,
+    *,
+    num_clients: int,
+    clients_per_round: int,
+    chunk_size: int,
+    local_epochs: int,
+    batch_size: int,
+    faults: faults_lib.Faults = faults_lib.NO_FAULTS,
+    sampling: str = "fixed",
+    mesh: Mesh | None = None,
+):
+    """Returns ``round_fn(server_state, client_states, federation, round_index, key)``.
+
+    ``round_fn`` returns ``(server_state, client_states, RoundMetrics)``; jit it once per experiment
+    (``round_index`` is an array, so rounds do not retrace). ``client_states`` is the algorithm's
+    per-client state stacked ``[C, ...]``; rows of clients not sampled are returned unchanged.
+    ``faults`` simulates dropout and stragglers (``fedsim.engine.faults``); ``sampling`` is 'fixed'
+    or 'poisson' (see ``sample_clients``). With a ``mesh`` (``fedsim.engine.sharding``) slot ``i``
+    runs on device ``i % D``, each device streams its own chunks and the totals meet in a ``psum``.
+    """
+    layout = _layout(num_clients, clients_per_round, chunk_size, sampling, mesh)
+    slots, padding = layout.slots, layout.padded - layout.slots
+    run_chunk = _chunk_runner(
+        algorithm,
+        faults,
+        num_clients=num_clients,
+        chunk_size=chunk_size,
+        local_epochs=local_epochs,
+        batch_size=batch_size,
+    )
+    run = _client_streamer(run_chunk, layout, num_clients)
+    if mesh is not None:
+        run = _sharded(run, layout, num_clients, mesh)
 
     def round_fn(server_state, client_states, federation: Federation, round_index, key):
         round_key = jax.random.fold_in(key, round_index)
@@ -246,8 +263,8 @@ def build_round_fn(
         straggler_key = jax.random.split(key)[1]  # fixed for the whole experiment
         sampled, joined = sample_clients(sample_key, num_clients, clients_per_round, sampling)
         # Padding slots carry the out-of-range id ``num_clients``: reads clamp, writes drop.
-        ids = jnp.concatenate([sampled, jnp.full((padded - slots,), num_clients)])
-        valid = jnp.concatenate([joined, jnp.zeros((padded - slots,), bool)])
+        ids = jnp.concatenate([sampled, jnp.full((padding,), num_clients)])
+        valid = jnp.concatenate([joined, jnp.zeros((padding,), bool)])
         total, client_states, metrics, ok = run(
             server_state, client_states, federation, (client_key, straggler_key), ids, valid
         )

@@ -17,12 +17,13 @@ from fedsim import algorithms, model_file, models, privacy
 from fedsim import config as config_lib
 from fedsim.algorithms import ClientSetup, FederatedAlgorithm
 from fedsim.algorithms.spec import client_optimizer
+from fedsim.algorithms.task import Federation
 from fedsim.data import partition
 from fedsim.data.assemble import federation_from_config
 from fedsim.data.federated import FederatedData, hold_out_validation
 from fedsim.engine import faults, sharding
 from fedsim.engine.programs import Programs, RunSettings, build_programs
-from fedsim.engine.round import Federation, resolve_chunk_size
+from fedsim.engine.round import resolve_chunk_size
 from fedsim.errors import ConfigError
 from fedsim.models.base import Model, ModelVars
 from fedsim.models.initial import check_start_model, initial_variables

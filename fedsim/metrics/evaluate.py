@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fedsim.algorithms.base import Dataset
-from fedsim.engine.round import client_task
+from fedsim.algorithms.task import client_task
 from fedsim.models.base import Model
 
 

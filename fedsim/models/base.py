@@ -15,7 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fedsim.models.layers import MACS
+from fedsim.compress import lowrank
+from fedsim.models.layers import MACS, RANKS
 
 PyTree = Any
 
@@ -78,3 +79,16 @@ def from_flax(name: str, module: nn.Module) -> Model:
 def count_params(tree: PyTree) -> int:
     """Number of scalar entries in a pytree."""
     return int(sum(jnp.size(leaf) for leaf in jax.tree.leaves(tree)))
+
+
+def factorized_model(dense: Model, factored: Model) -> Model:
+    """``factored`` initialised Maestro's way (as its official code does): the dense network's usual initialisation,
+    factorised by SVD, every layer at full rank."""
+
+    def init(key, sample_x):
+        start = dense.init(key, sample_x)
+        shape = factored.init(key, sample_x)
+        params = lowrank.factorize(start.params, shape.params)
+        return ModelVars(params, {**start.state, RANKS: shape.state[RANKS]})
+
+    return factored._replace(init=init)

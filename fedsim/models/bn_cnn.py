@@ -13,12 +13,10 @@ key containing "Norm".
 
 import flax.linen as nn
 
-from fedsim.compress.lowrank import factorized_model
-from fedsim.models.base import Model, from_flax
-from fedsim.models.layers import Conv2D, Dense, max_pool_2x2
+from fedsim.models.base import Model, factorized_model, from_flax
+from fedsim.models.layers import BN_MOMENTUM, Conv2D, Dense, max_pool_2x2
 
 NORMS = ("batch", "group")
-BN_MOMENTUM = 0.9  # flax convention: running = 0.9 running + 0.1 batch
 
 
 def check_norm(norm: str) -> str:

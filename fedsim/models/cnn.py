@@ -3,8 +3,7 @@ Decentralized Data': conv5x5-32, max-pool 2, conv5x5-64, max-pool 2, fc-512, fc-
 
 import flax.linen as nn
 
-from fedsim.compress.lowrank import factorized_model
-from fedsim.models.base import Model, from_flax
+from fedsim.models.base import Model, factorized_model, from_flax
 from fedsim.models.layers import Conv2D, Dense, max_pool_2x2
 
 

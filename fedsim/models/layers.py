@@ -23,9 +23,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fedsim.compress.lowrank import RANKS
+
 CONV_IMPLS = ("auto", "xla", "im2col")
-RANKS = "ranks"  # variable collection holding each factorised layer's kept rank
 MACS = "macs"  # variable collection the layers sow their multiply-accumulates into
+BN_MOMENTUM = 0.9  # flax convention: running = 0.9 running + 0.1 batch
 
 
 def resolve_conv_impl(impl: str) -> str:

@@ -4,8 +4,7 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 
-from fedsim.compress.lowrank import factorized_model
-from fedsim.models.base import Model, from_flax
+from fedsim.models.base import Model, factorized_model, from_flax
 from fedsim.models.layers import Dense
 
 

@@ -4,15 +4,14 @@ causal multi-head self-attention and a ReLU FFN (``4 dim``), final LayerNorm, a 
 last position over the vocabulary.
 
 With ``factorized`` every projection — query, key, value, output (each a ``dim -> dim`` Dense, as in
-../shared/specs/maestro.md section 2), both FFN layers and the readout — is ``U Vᵀ`` (Maestro);
+Maestro's official code, SamuelHorvath/Maestro-LoD), both FFN layers and the readout — is ``U Vᵀ`` (Maestro);
 embeddings, LayerNorms and biases stay dense.
 """
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fedsim.compress.lowrank import factorized_model
-from fedsim.models.base import Model, from_flax
+from fedsim.models.base import Model, factorized_model, from_flax
 from fedsim.models.layers import Dense
 
 

@@ -7,8 +7,8 @@ driver asks for epsilon after every evaluated round; ``dp_clip=0`` (the default)
 from typing import NamedTuple
 
 from fedsim.algorithms.base import FederatedAlgorithm
+from fedsim.algorithms.task import SAMPLING
 from fedsim.config import check_choices
-from fedsim.engine.round import SAMPLING
 from fedsim.errors import ConfigError
 from fedsim.privacy.accounting import ACCOUNTANTS, Mechanism
 from fedsim.privacy.dp_fedavg import PRIVATIZABLE, DPServerState, DPSettings, dp_fedavg

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedsim.data import datasets
-from fedsim.data.datasets import DATASETS, ArrayDataset, load_dataset
+from fedsim.data.arrays import ArrayDataset
+from fedsim.data.datasets import DATASETS, load_dataset
 from fedsim.data.federated import build_federated_data, make_federation
 from fedsim.errors import ConfigError
 
