@@ -1,10 +1,10 @@
-"""FedLTN's Jump-Start and lean start (../shared/specs/fedltn.md section 5) measured in the setting of
+"""FedLTN's Jump-Start and lean start (Mugunthan et al., ECCV 2022) measured in the setting of
 ``configs/fedltn.py``; writes results/jump_start.{json,md}.
 
     python results/jump_start.py runs/jump-start      # trains the cells (sweeps), then tabulates
     python results/jump_start.py runs/jump-start --table-only
 
-Cells: FedLTN without and with Jump-Start (``jump_start_rounds=3``) and with lean start (budgets
+Cells: FedLTN without and with Jump-Start (``fedltn.jump_start_rounds=3``) and with lean start (budgets
 1.0/0.5/0.25), seeds 0-2 on one partition (``data_seed=0``, so each group trains as one vmapped grid),
 evaluated every 5 rounds. Rounds-to-target (spec 5.4): per seed, the first evaluated round whose
 ``personal_acc_mean`` reaches 95 % of that seed's final accuracy without Jump-Start; MB is the
@@ -20,7 +20,7 @@ from fedsim.config import load_config
 from fedsim.sweep import run_sweep
 
 SEEDS = (0, 1, 2)
-GROUPS = {"plain": "", "jump_start": "jump_start_rounds=3", "lean": "lean=True"}
+GROUPS = {"plain": "", "jump_start": "fedltn.jump_start_rounds=3", "lean": "lean=True"}
 TIER_FIELDS = ("personal_acc", "model_mb", "density")
 
 

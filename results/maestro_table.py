@@ -13,15 +13,18 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 import fedsim
-from fedsim.engine.loop import Experiment
+from fedsim.engine.setup import build_experiment, initial_model
+from fedsim.metrics import evaluate, report
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = """Runs (every command `fedsim run --config configs/maestro.py:ARG --workdir runs/NAME`):
-`dense` ARG `method=dense`; `maestro-L` ARG `lambda_gl=L`; `svd-L` ARG
+`dense` ARG `method=dense`; `maestro-L` ARG `maestro.lambda_gl=L`; `svd-L` ARG
 `method=svd,init_from=runs/dense,init_params_budget=<params of maestro-L>,rounds=3`; `fed` ARG
 `mode=federated`; `sk-dense` ARG `mode=shakespeare,method=dense`; `sk-maestro-L` ARG
-`mode=shakespeare,lambda_gl=L`; `sk-svd-L` ARG `mode=shakespeare,method=svd,init_from=runs/sk-dense,
+`mode=shakespeare,maestro.lambda_gl=L`; `sk-svd-L` ARG `mode=shakespeare,method=svd,init_from=runs/sk-dense,
 init_params_budget=<params of sk-maestro-L>,rounds=10`. "SVD at ... size" rows: the truncated SVD
 before any fine-tuning (same fraction of every layer's rank, the largest that fits the budget). MACs
 are per example of the deployed model (the dense CNN: 885,632; the dense Transformer: 985,632).
@@ -41,9 +44,12 @@ def truncated_svd(run: Path) -> dict:
         f"mode={mode},method=svd,init_from={config['init_from']},"
         f"init_params_budget={config['init_params_budget']}"
     )
-    experiment = Experiment(fedsim.load_config(f"{ROOT}/configs/maestro.py:{arg}"))
-    data = experiment.data
-    return experiment.evaluate(experiment.initial_model(), data.x_test, data.y_test)
+    experiment = build_experiment(fedsim.load_config(f"{ROOT}/configs/maestro.py:{arg}"))
+    start, data = initial_model(experiment), experiment.data
+    predict = evaluate.build_predict_correct(experiment.model, experiment.eval_batch_size)
+    return report.server_model_scores(
+        np.asarray(predict(start, data.x_test, data.y_test)), data, start
+    )
 
 
 def row(name, params, dense_params, acc, macs=None, wall=None):

@@ -3,7 +3,7 @@ at nothing outside it.
 
 Floors, lowest first (a module may import from its own floor or lower ones):
 
-0. ``fedsim.errors``, ``fedsim.data``, ``fedsim.compress``
+0. ``fedsim.errors``, ``fedsim.plugins`` (objects by import path), ``fedsim.data``, ``fedsim.compress``
 1. ``fedsim.models``; ``fedsim.model_file`` (model variables on disk: compress and models only)
 2. ``fedsim.algorithms``
 3. ``fedsim.privacy``, ``fedsim.metrics``
@@ -25,6 +25,7 @@ PACKAGE = ROOT / "fedsim"
 
 FLOORS = {
     "fedsim.errors": 0,
+    "fedsim.plugins": 0,
     "fedsim.data": 0,
     "fedsim.compress": 0,
     "fedsim.models": 1,
