@@ -1,6 +1,7 @@
 """The algorithm interface: a NamedTuple of pure functions (after optax's GradientTransformation and
 fedjax's FederatedAlgorithm). The engine vmaps ``client_update`` over clients, sums every client's
 ``contribution`` (weights already applied by the client) and hands the sum to ``server_update``.
+Algorithms that send model updates send an ``Update`` (what ``fedsim.privacy`` can clip and noise).
 """
 
 from collections.abc import Callable
@@ -8,6 +9,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fedsim.compress.encode import dense_bytes
 
@@ -41,6 +43,39 @@ class ClientResult(NamedTuple):
     loss: jax.Array  # mean training loss over its real local steps
     up_bytes: jax.Array  # int32: encoded bytes it uploaded this round
     down_bytes: jax.Array  # int32: encoded bytes it downloaded this round
+
+
+class Update(NamedTuple):
+    """A client's weighted model update; the engine sums them leaf by leaf.
+
+    ``coverage`` (mask-aware algorithms) is ``a m`` per coordinate; ``state`` is the ``a``-weighted
+    non-trainable model state (BatchNorm statistics) or None when the algorithm sends none.
+    """
+
+    delta: PyTree  # a (W - W_server), zero where the client's mask is off
+    weight: jax.Array  # float32 scalar a (n_k, or 1)
+    coverage: PyTree | None = None
+    state: PyTree | None = None
+
+
+def mean_of(total: Update) -> tuple[PyTree, PyTree | None]:
+    """``(mean delta, mean state)`` of a summed ``Update``: the delta over its coverage where given
+    (``d / c`` where ``c > 0``; ``d``, i.e. 0, where nobody kept it), else over the weight; the state
+    (None stays None) over the weight."""
+    if total.coverage is None:
+        delta = jax.tree.map(lambda d: d / total.weight, total.delta)
+    else:
+        delta = jax.tree.map(lambda d, c: d / jnp.where(c > 0, c, 1), total.delta, total.coverage)
+    return delta, jax.tree.map(lambda s: s / total.weight, total.state)
+
+
+class PersonalScores(NamedTuple):
+    """Host numpy arrays over all C clients from the personal evaluation (``Personal`` per client)."""
+
+    accuracy: np.ndarray  # float, each client's deployed model on its own test split
+    model_bytes: np.ndarray  # int
+    values_bytes: np.ndarray  # int
+    density: np.ndarray  # float
 
 
 class Personal(NamedTuple):
@@ -80,6 +115,8 @@ class FederatedAlgorithm(NamedTuple):
     submodels(server_state, sample_x) -> {name: Submodel}, for algorithms that serve several models (Maestro's
     capacity tiers); each is scored on the pooled test set as ``acc_<name>``.
     warmup: a ``Warmup`` the engine runs once before round 1 (FedLTN's Jump-Start), or None.
+    report(server_state, scores) -> {key: number}, algorithm-specific metrics added to every evaluation
+    row, computed on the host; ``scores`` are the ``PersonalScores`` (None without ``personalize``).
     """
 
     name: str
@@ -90,6 +127,7 @@ class FederatedAlgorithm(NamedTuple):
     personalize: Callable[..., Personal] | None = None
     submodels: Callable[..., dict[str, Submodel]] | None = None
     warmup: "Warmup | None" = None
+    report: Callable[[PyTree, PersonalScores | None], dict] | None = None
 
 
 class Warmup(NamedTuple):

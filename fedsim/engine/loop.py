@@ -16,6 +16,7 @@ import numpy as np
 from fedsim import algorithms, model_file, models, privacy
 from fedsim import config as config_lib
 from fedsim.algorithms import FederatedAlgorithm
+from fedsim.algorithms.base import Dataset, PersonalScores
 from fedsim.compress import lowrank
 from fedsim.data import datasets, partition, shakespeare, validate
 from fedsim.data.federated import FederatedData, hold_out_validation, make_federation
@@ -133,6 +134,12 @@ class Experiment:
             ) from None
         self.clients_per_round = config_lib.clients_per_round(config)
         self.privacy = privacy.from_config(config, self.clients_per_round)
+        if self.privacy is not None:
+            privacy.check_wrappable(
+                algorithms.get_algorithm(config, self.model, config.num_clients),
+                jax.eval_shape(self.model.init, jax.random.PRNGKey(0), self.data.x_train[:1]),
+                Dataset(self.data.x_train, self.data.y_train),
+            )
         self.mesh = sharding.client_mesh(config.devices)
         devices = 1 if self.mesh is None else self.mesh.size
         self.chunk_size = resolve_chunk_size(
@@ -275,14 +282,9 @@ class Experiment:
             out[f"macs_{name}"] = int(sub.macs)
         return out
 
-    def privacy_metrics(self, server_state, rounds: int) -> dict:
-        """``epsilon`` spent after ``rounds`` rounds at ``dp_delta`` and the current ``clip_norm``."""
-        if self.privacy is None:
-            return {"epsilon": None}
-        return {
-            "epsilon": self.privacy.epsilon(rounds),
-            "clip_norm": float(server_state.clip),
-        }
+    def privacy_metrics(self, rounds: int) -> dict:
+        """``epsilon`` spent after ``rounds`` rounds at ``dp_delta``."""
+        return {"epsilon": None if self.privacy is None else self.privacy.epsilon(rounds)}
 
     def keys(self):
         """``(round_key, personal_eval_key, warmup_key)`` of this run's seed."""
@@ -298,24 +300,8 @@ class Experiment:
             "model_mb": float(model_bytes.astype(np.float64).mean()) / 1e6,
             "model_mb_values": float(values_bytes.astype(np.float64).mean()) / 1e6,
             "density": float(density.mean()),
-            "tiers": self.tier_metrics(personal_acc, model_bytes, density),
+            "scores": PersonalScores(personal_acc, model_bytes, values_bytes, density),
         }
-
-    def tier_metrics(self, personal_acc, model_bytes, density) -> dict:
-        """Lean start (``density_budgets``): ``personal_acc_b<P>``, ``model_mb_b<P>`` and
-        ``density_b<P>``, means over the clients of the budget-``P`` % tier (client k's tier is
-        ``density_budgets[k % len(density_budgets)]``)."""
-        budgets = tuple(self.config.density_budgets)
-        if not budgets:
-            return {}
-        tier = np.asarray(budgets)[np.arange(self.config.num_clients) % len(budgets)]
-        out = {}
-        for budget in sorted(set(budgets), reverse=True):
-            of, name = tier == budget, f"b{round(100 * budget)}"
-            out[f"personal_acc_{name}"] = float(personal_acc[of].mean())
-            out[f"model_mb_{name}"] = float(model_bytes[of].astype(np.float64).mean()) / 1e6
-            out[f"density_{name}"] = float(density[of].mean())
-        return out
 
     def abstract_state(self) -> "RunState":
         """Shapes and dtypes of a ``RunState`` (the target a checkpoint is restored into)."""
@@ -430,6 +416,7 @@ class Experiment:
         """The contract's metrics.jsonl row after round ``r``; ``test`` is ``(x_test, y_test,
         predict)``, ``personal`` the ``personal_metrics`` of the round (None: the server model)."""
         x_test, y_test, predict = test
+        report = self.algorithm.report
         acc = self.evaluate(server_state.model, x_test, y_test, predict)
         acc.update(personal or {})
         personal_acc = acc["personal_acc"]
@@ -452,9 +439,9 @@ class Experiment:
             "clients_dropped": int(m.dropped.sum()),
             "clients_failed_total": counters["clients_failed_total"],
             "clients_participated": int(m.participated.sum()),
-            **self.privacy_metrics(server_state, r + 1),
+            **self.privacy_metrics(r + 1),
+            **(report(server_state, acc.get("scores")) if report else {}),
             **self.evaluate_submodels(server_state, x_test, y_test, predict),
-            **acc.get("tiers", {}),
         }
 
     def finish(self, last: dict, counters: dict, compile_s: float, wall_s: float) -> None:
