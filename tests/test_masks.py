@@ -130,7 +130,7 @@ def test_masked_average_equals_a_per_coordinate_loop():
     weights = rng.normal(size=(3, 4, 3))
     client_masks = rng.random((3, 4, 3)) < 0.4
     a = np.array([1.0, 2.0, 0.5])
-    total = {"delta": 0.0, "coverage": 0.0}
+    total = None
     for k in range(3):
         part = masked.masked_contribution(
             {"w": jnp.asarray(weights[k])},
@@ -138,17 +138,8 @@ def test_masked_average_equals_a_per_coordinate_loop():
             {"w": jnp.asarray(client_masks[k])},
             a[k],
         )
-        total = jax.tree.map(
-            lambda t, p: t + p,
-            total,
-            {"delta": part["delta"]["w"], "coverage": part["coverage"]["w"]},
-        )
-    got = np.asarray(
-        masked.masked_average(
-            {"delta": {"w": total["delta"]}, "coverage": {"w": total["coverage"]}},
-            {"w": jnp.asarray(server)},
-        )["w"]
-    )
+        total = part if total is None else jax.tree.map(jnp.add, total, part)
+    got = np.asarray(masked.masked_average(total, {"w": jnp.asarray(server)})["w"])
     for i in range(4):
         for j in range(3):
             num = sum(a[k] * weights[k, i, j] for k in range(3) if client_masks[k, i, j])

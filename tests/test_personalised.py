@@ -6,16 +6,20 @@ import runpy
 
 import jax
 import numpy as np
+import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fedsim.algorithms.base import PersonalScores
+from fedsim.algorithms.fedltn import fedltn
 from fedsim.cli import main
 from fedsim.compress import masks
 from fedsim.config import load_config
 from fedsim.data.datasets import load_dataset
 from fedsim.data.federated import hold_out_validation, make_federation
 from fedsim.engine import loop, setup
+from fedsim.models import get_model
 
 METHODS = runpy.run_path("configs/fedltn.py")["METHODS"]
 
@@ -118,3 +122,30 @@ def test_sweep_runs_every_cell_and_skips_finished_ones(tmp_path, capsys):
                         "    return base_config()\n")  # fmt: skip
     assert main(["sweep", f"--config={no_sweep}", f"--workdir={tmp_path}/q"]) == 2
     assert "get_sweep" in capsys.readouterr().err
+
+
+def test_fedltn_report_is_each_tiers_mean():
+    model = get_model("mlp", 4, hidden=(5,))
+    algorithm = fedltn(model, optax.sgd(0.1), density_budgets=(1.0, 0.5, 0.25))
+    # clients 0..4 sit in tiers 1.0, 0.5, 0.25, 1.0, 0.5
+    scores = PersonalScores(
+        accuracy=np.array([0.9, 0.8, 0.7, 0.6, 0.5]),
+        model_bytes=np.array([4_000_000, 2_000_000, 1_000_000, 3_000_000, 1_000_000]),
+        values_bytes=np.array([1, 1, 1, 1, 1]),
+        density=np.array([1.0, 0.5, 0.25, 0.9, 0.4]),
+    )
+    want = {
+        "personal_acc_b100": 0.75,
+        "model_mb_b100": 3.5,
+        "density_b100": 0.95,
+        "personal_acc_b50": 0.65,
+        "model_mb_b50": 1.5,
+        "density_b50": 0.45,
+        "personal_acc_b25": 0.7,
+        "model_mb_b25": 1.0,
+        "density_b25": 0.25,
+    }
+    report = algorithm.report(None, scores)
+    assert list(report) == list(want)
+    assert report == pytest.approx(want)
+    assert fedltn(model, optax.sgd(0.1)).report is None

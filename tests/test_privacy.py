@@ -1,6 +1,7 @@
 """DP-FedAvg: clipping, noise, adaptive clipping, sparse updates, Poisson sampling and accounting."""
 
 import json
+from typing import NamedTuple
 
 import dp_accounting
 import jax
@@ -12,13 +13,19 @@ from dp_accounting import pld, rdp
 from test_engine_reference import run_engine
 
 from fedsim import privacy
-from fedsim.algorithms.base import Dataset, FederatedAlgorithm
+from fedsim.algorithms import ClientSetup, get_spec
+from fedsim.algorithms.base import Dataset, FederatedAlgorithm, PersonalScores, Update
 from fedsim.algorithms.fedavg import fedavg
+from fedsim.algorithms.fedltn import fedltn
+from fedsim.algorithms.maestro import maestro
 from fedsim.algorithms.task import client_task
 from fedsim.cli import main
+from fedsim.config import algorithm_hparams, load_config
 from fedsim.engine.round import build_round_fn, poisson_slots, sample_clients
+from fedsim.errors import ConfigError
+from fedsim.models import get_model
 from fedsim.models.base import ModelVars
-from fedsim.privacy import DPSettings, Mechanism, dp_fedavg
+from fedsim.privacy import ClippedUpdate, DPSettings, Mechanism, dp_fedavg
 from fedsim.privacy.dp_fedavg import clip_by_norm
 
 NUM_CLIENTS, EPOCHS, BATCH, LR, SEED = 3, 2, 4, 0.5, 0
@@ -58,12 +65,12 @@ def test_every_clients_transmitted_update_has_norm_at_most_clip(toy, clip):
     for row in range(NUM_CLIENTS):
         task = client_task(fed, row, jax.random.fold_in(KEY, row), epochs=EPOCHS, batch_size=BATCH)
         result = algorithm.client_update(server, (), task, Dataset(fed.x, fed.y))
-        sent = result.contribution["delta"]
+        sent = result.contribution.delta
         raw = fedavg(model, optax.sgd(LR)).client_update(
             server.inner, (), task, Dataset(fed.x, fed.y)
         )
         size = float(SIZES[row])
-        unweighted = jax.tree.map(lambda d, n=size: d / n, raw.contribution["delta"])
+        unweighted = jax.tree.map(lambda d, n=size: d / n, raw.contribution.delta)
         assert norm(sent) <= clip * (1 + 1e-5)
         if norm(unweighted) <= clip:  # untouched (weight 1, not n_k)
             jax.tree.map(
@@ -71,26 +78,25 @@ def test_every_clients_transmitted_update_has_norm_at_most_clip(toy, clip):
                 sent,
                 unweighted,
             )
-            assert float(result.contribution["unclipped"]) == 1.0
+            assert float(result.contribution.unclipped) == 1.0
         else:
             assert norm(sent) == pytest.approx(clip, rel=1e-5)
-            assert float(result.contribution["unclipped"]) == 0.0
+            assert float(result.contribution.unclipped) == 0.0
 
 
-class _Recorded(dict):
-    @property
-    def model(self):
-        return self["model"]
+class _Recorded(NamedTuple):
+    model: ModelVars
+    seen: Update | None
 
 
 def _recorder(settings):
     """The mechanism around a stand-in whose server step stores the total it is handed."""
     stand_in = FederatedAlgorithm(
         "recorder",
-        server_init=lambda model_vars: _Recorded(model=model_vars, seen=None),
+        server_init=lambda model_vars: _Recorded(model_vars, None),
         client_init=lambda model_vars: (),
         client_update=None,
-        server_update=lambda state, total: _Recorded(model=state["model"], seen=total),
+        server_update=lambda state, total: _Recorded(state.model, total),
     )
     return dp_fedavg(stand_in, settings, SEED)
 
@@ -100,30 +106,30 @@ def test_noise_standard_deviation_is_z_times_clip():
     algorithm = _recorder(DPSettings(clip, z, clients))
     params = {"w": jnp.zeros((300, 400)), "b": jnp.zeros(50)}
     state = algorithm.server_init(ModelVars(params, {}))
-    zero = {"delta": jax.tree.map(jnp.zeros_like, params), "unclipped": jnp.float32(0)}
-    seen = algorithm.server_update(state, zero).inner["seen"]
-    noise = np.concatenate([np.ravel(x) for x in jax.tree.leaves(seen["delta"])])
+    zero = ClippedUpdate(jax.tree.map(jnp.zeros_like, params), jnp.float32(0))
+    seen = algorithm.server_update(state, zero).inner.seen
+    noise = np.concatenate([np.ravel(x) for x in jax.tree.leaves(seen.delta)])
     assert noise.std() == pytest.approx(z * clip, rel=0.01)
     assert abs(noise.mean()) < 0.01 * z * clip
-    assert float(seen["weight"]) == clients  # the fixed denominator, not the number who came
+    assert float(seen.weight) == clients  # the fixed denominator, not the number who came
     # a new key every round: the next round's noise differs
-    again = algorithm.server_update(algorithm.server_update(state, zero), zero).inner["seen"]
-    assert not np.allclose(np.asarray(again["delta"]["b"]), np.asarray(seen["delta"]["b"]))
+    again = algorithm.server_update(algorithm.server_update(state, zero), zero).inner.seen
+    assert not np.allclose(np.asarray(again.delta["b"]), np.asarray(seen.delta["b"]))
 
 
 def test_sparse_updates_fixed_mask_divides_every_coordinate_by_the_expected_count():
     params = {"w": jnp.zeros(6)}
-    total = {
-        "delta": {"w": jnp.arange(6.0)},
-        "coverage": {"w": jnp.asarray([0.0, 1, 2, 3, 0, 1])},
-        "unclipped": jnp.float32(2),
-    }
-    for fixed, want in ((False, total["coverage"]["w"]), (True, jnp.full(6, 4.0))):
+    total = ClippedUpdate(
+        delta={"w": jnp.arange(6.0)},
+        unclipped=jnp.float32(2),
+        coverage={"w": jnp.asarray([0.0, 1, 2, 3, 0, 1])},
+    )
+    for fixed, want in ((False, total.coverage["w"]), (True, jnp.full(6, 4.0))):
         algorithm = _recorder(DPSettings(1.0, 0.0, 4, fixed_mask=fixed))
         state = algorithm.server_init(ModelVars(params, {}))
-        seen = algorithm.server_update(state, total).inner["seen"]
-        np.testing.assert_array_equal(seen["coverage"]["w"], want)
-        np.testing.assert_array_equal(seen["delta"]["w"], total["delta"]["w"])  # z = 0: no noise
+        seen = algorithm.server_update(state, total).inner.seen
+        np.testing.assert_array_equal(seen.coverage["w"], want)
+        np.testing.assert_array_equal(seen.delta["w"], total.delta["w"])  # z = 0: no noise
 
 
 def test_adaptive_clipping_moves_the_clip_towards_the_quantile():
@@ -132,7 +138,7 @@ def test_adaptive_clipping_moves_the_clip_towards_the_quantile():
     state = algorithm.server_init(ModelVars({"w": jnp.zeros(3)}, {}))
     clip = 1.0
     for unclipped in (10.0, 10.0, 0.0, 5.0):  # all below C: shrink; none: grow; half: stay
-        total = {"delta": {"w": jnp.zeros(3)}, "unclipped": jnp.float32(unclipped)}
+        total = ClippedUpdate({"w": jnp.zeros(3)}, jnp.float32(unclipped))
         state = algorithm.server_update(state, total)
         clip *= np.exp(-eta * (unclipped / 10 - gamma))
         assert float(state.clip) == pytest.approx(clip, rel=1e-6)
@@ -166,7 +172,7 @@ def reference_dp_rounds(toy, settings, rounds, clients_per_round):
             )
             sent = plain.client_update(server, (), task, Dataset(fed.x, fed.y)).contribution
             size = float(SIZES[c])
-            update = jax.tree.map(lambda d, n=size: np.asarray(d, np.float64) / n, sent["delta"])
+            update = jax.tree.map(lambda d, n=size: np.asarray(d, np.float64) / n, sent.delta)
             scale = min(1.0, settings.clip / norm(update))
             total = jax.tree.map(lambda t, u, s=scale: t + s * u, total, update)
         dp_key, noise_key, _ = jax.random.split(dp_key, 3)
@@ -345,7 +351,10 @@ def test_dp_without_clients_at_a_round_keeps_the_server_finite(tmp_path):
         ("dp_clip=1.0,dp_delta=2.0", "dp_delta=2.0"),
         ("client_sampling=bernoulli", "client_sampling='bernoulli'"),
         ("dp_clip=1.0,dp_target_quantile=0.5,dp_count_noise=0.1", "dp_count_noise=0.1"),
-        ("dp_clip=1.0,algorithm=fedltn,jump_start_rounds=3", "jump_start_rounds=3"),
+        (
+            "dp_clip=1.0,algorithm=fedltn,fedltn.jump_start_rounds=3,val_fraction=0.2",
+            "warm-up round (fedltn_jump_start)",
+        ),
     ],
 )
 def test_bad_dp_input_exits_2_with_one_line_and_no_workdir(tmp_path, capsys, arg, named):
@@ -381,3 +390,69 @@ def test_poisson_round_counts_only_clients_who_joined(toy):
             np.asarray(m.num_examples)[joined], SIZES[np.asarray(m.client_ids)[joined]]
         )
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(server.model.params))
+
+
+PRIVATIZABLE = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedavg_ft")
+SPARSE = ("ditto", "lotteryfl", "subfedavg", "fedltn")
+
+
+@pytest.mark.parametrize("name", PRIVATIZABLE + SPARSE + ("scaffold", "fedbn", "local_only"))
+def test_check_wrappable_tells_from_the_algorithm_whether_it_sends_an_update(toy, name):
+    fed, model, init = toy
+    spec = get_spec(name)
+    hparams = algorithm_hparams(load_config(f"{CONFIG}:smoke,algorithm={name}"), spec)
+    algorithm = spec.build(hparams, ClientSetup(model, NUM_CLIENTS, optax.sgd(LR), "sgd", LR, 1))
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), init)
+    dataset = Dataset(fed.x, fed.y)
+    if name in PRIVATIZABLE + SPARSE:
+        privacy.check_wrappable(algorithm, abstract, dataset)
+        return
+    with pytest.raises(ConfigError) as err:
+        privacy.check_wrappable(algorithm, abstract, dataset)
+    message = str(err.value)
+    assert len(message.splitlines()) == 1
+    assert f"algorithm={name!r}" in message and "Update" in message
+
+
+def test_check_wrappable_refuses_a_warmup_round(toy):
+    fed, model, init = toy
+    algorithm = fedltn(model, optax.sgd(LR), jump_start_rounds=2)
+    with pytest.raises(ConfigError, match="warm-up round"):
+        privacy.check_wrappable(algorithm, init, Dataset(fed.x, fed.y))
+
+
+def test_dp_keeps_every_hook_of_what_it_wraps(toy):
+    fed, model, init = toy
+    inner = fedltn(model, optax.sgd(LR), density_budgets=(1.0, 0.5), jump_start_rounds=2)
+    wrapped = dp_fedavg(inner, DPSettings(0.7, 1.0, 3), SEED)
+    replaced = {"name", "server_init", "client_update", "server_update"}
+    unwrapped = {"personalize", "submodels", "report"}
+    for field in set(FederatedAlgorithm._fields) - replaced - unwrapped:
+        assert getattr(wrapped, field) is getattr(inner, field), field
+    assert wrapped.warmup is inner.warmup and wrapped.submodels is None
+    server, client = wrapped.server_init(init), wrapped.client_init(init)
+    task = client_task(fed, 0, KEY, epochs=EPOCHS, batch_size=BATCH)
+    dataset = Dataset(fed.x, fed.y)
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        wrapped.personalize(server, client, task, dataset),
+        inner.personalize(server.inner, client, task, dataset),
+    )
+    scores = PersonalScores(
+        np.array([0.2, 0.4, 0.9]), np.array([8, 4, 6]), np.array([4, 2, 3]), np.ones(3)
+    )
+    want = {"clip_norm": pytest.approx(0.7), **inner.report(server.inner, scores)}
+    assert wrapped.report(server, scores) == want
+
+
+def test_dp_unwraps_submodels_and_reports_the_clip_alone():
+    model = get_model("mlp", 4, hidden=(5,), factorized=True)
+    x = jnp.zeros((1, 3, 2, 1))
+    init = model.init(jax.random.PRNGKey(1), x)
+    inner = maestro(model, optax.sgd(LR), tiers=(0.5, 1.0))
+    wrapped = dp_fedavg(inner, DPSettings(0.5, 1.0, 3), SEED)
+    server = wrapped.server_init(init)
+    got, want = wrapped.submodels(server, x), inner.submodels(server.inner, x)
+    assert list(got) == list(want) == ["p50", "p100"]
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+    assert inner.report is None and wrapped.report(server, None) == {"clip_norm": 0.5}

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedsim.algorithms.base import ClientResult, FederatedAlgorithm
+from fedsim.algorithms.base import ClientResult, FederatedAlgorithm, Update, mean_of
 from fedsim.algorithms.local import local_train
 from fedsim.algorithms.spec import SERVER_SGD, AlgorithmSpec, check_ranges, server_optimizer
 from fedsim.compress.encode import dense_bytes
@@ -67,7 +67,7 @@ def fedavg(
         state = jax.tree.map(lambda s: weight * s, result.model.state)
         model_bytes = jnp.int32(dense_bytes(received))
         return ClientResult(
-            contribution={"delta": delta, "state": state, "weight": weight},
+            contribution=Update(delta, weight, state=state),
             client_state=client_state,
             loss=result.loss,
             up_bytes=model_bytes,
@@ -75,11 +75,11 @@ def fedavg(
         )
 
     def server_update(server_state, total):
-        mean = lambda tree: jax.tree.map(lambda leaf: leaf / total["weight"], tree)
-        pseudo_grad = jax.tree.map(jnp.negative, mean(total["delta"]))
+        delta, state = mean_of(total)
+        pseudo_grad = jax.tree.map(jnp.negative, delta)
         params = server_state.model.params
         updates, opt_state = server_optimizer.update(pseudo_grad, server_state.opt_state, params)
-        model_vars = ModelVars(optax.apply_updates(params, updates), mean(total["state"]))
+        model_vars = ModelVars(optax.apply_updates(params, updates), state)
         return ServerState(model_vars, opt_state)
 
     return FederatedAlgorithm(name, server_init, client_init, client_update, server_update)

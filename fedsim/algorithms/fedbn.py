@@ -25,6 +25,14 @@ class ServerState(NamedTuple):
     model: ModelVars
 
 
+class Contribution(NamedTuple):
+    """One client's FedBN message: its ``n_k``-weighted weights (not a delta) and statistics."""
+
+    params: optax.Params  # n_k W_k, normalisation leaves included (the server's report-only mean)
+    state: optax.Params  # n_k times its BatchNorm statistics
+    weight: jax.Array  # float32 n_k
+
+
 class ClientState(NamedTuple):
     norm: dict  # this client's normalisation parameters, ``masks.split_norm`` layout
     state: optax.Params  # its BatchNorm statistics
@@ -49,7 +57,7 @@ def fedbn(
         stats = jax.tree.map(lambda s: weight * s, result.model.state)
         shared_bytes = jnp.int32(dense_bytes(masks.split_norm(start.params)[0]))
         return ClientResult(
-            contribution={"params": params, "state": stats, "weight": weight},
+            contribution=Contribution(params, stats, weight),
             client_state=ClientState(masks.split_norm(result.model.params)[1], result.model.state),
             loss=result.loss,
             up_bytes=shared_bytes,
@@ -57,8 +65,8 @@ def fedbn(
         )
 
     def server_update(server_state, total):
-        mean = lambda tree: jax.tree.map(lambda leaf: leaf / total["weight"], tree)
-        return ServerState(ModelVars(mean(total["params"]), mean(total["state"])))
+        mean = lambda tree: jax.tree.map(lambda leaf: leaf / total.weight, tree)
+        return ServerState(ModelVars(mean(total.params), mean(total.state)))
 
     def personalize(server_state, own: ClientState, task, dataset):
         return dense_personal(own_model(server_state, own))

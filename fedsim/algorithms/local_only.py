@@ -3,6 +3,7 @@ from the shared initialisation on its own data and never communicates."""
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -16,6 +17,12 @@ class ServerState(NamedTuple):
     model: ModelVars  # the shared initialisation (what ``global_acc`` reports)
 
 
+class Contribution(NamedTuple):
+    """What a local-only client sends: nothing but a count (the server ignores it)."""
+
+    clients: jax.Array  # float32 1
+
+
 def local_only(
     model: Model, client_optimizer: optax.GradientTransformation, name: str = "local_only"
 ) -> FederatedAlgorithm:
@@ -24,7 +31,7 @@ def local_only(
     def client_update(server_state, own, task, dataset):
         result = local_train(model, client_optimizer, own, task, dataset)
         return ClientResult(
-            contribution={"clients": jnp.float32(1)},
+            contribution=Contribution(jnp.float32(1)),
             client_state=result.model,
             loss=result.loss,
             up_bytes=jnp.int32(0),

@@ -14,6 +14,7 @@ cuts each layer to ``#{b : s_b >= epsilon}``. Centrally: one client holding all 
 a round per epoch, shrinking every round — Maestro's per-epoch schedule.
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from fedsim.algorithms import masked
-from fedsim.algorithms.base import ClientResult, FederatedAlgorithm, Personal, Submodel
+from fedsim.algorithms.base import ClientResult, FederatedAlgorithm, Personal, Submodel, Update
 from fedsim.algorithms.local import local_train, masked_cross_entropy
 from fedsim.algorithms.spec import AlgorithmSpec, ClientSetup, check_ranges
 from fedsim.compress import lowrank, masks
@@ -62,6 +63,132 @@ def recalibrate_batch_norm(model: Model, model_vars: ModelVars, task, dataset) -
     return model_vars._replace(state={**model_vars.state, BATCH_STATS: stats})
 
 
+class Settings(NamedTuple):
+    """Maestro's hyper-parameters (see ``maestro``)."""
+
+    lambda_gl: float
+    epsilon: float
+    weight_decay: float
+    tiers: tuple[float, ...]
+    shrink_every: int
+    ordered_dropout: bool
+    recalibrate_bn: bool
+
+
+def server_init(model_vars) -> ServerState:
+    return ServerState(model_vars, jnp.int32(0))
+
+
+def client_init(model_vars):
+    return ()
+
+
+def caps_of(server_state, fraction):
+    """Per layer ``ceil(fraction r_l)`` of the kept ranks."""
+    return lowrank.tier_caps(lowrank.rank_vector(server_state.model.state), fraction)
+
+
+def client_caps(server_state, tiers: tuple[float, ...], task):
+    """The caps of client ``k``'s tier ``tiers[k % len(tiers)]``."""
+    tier_array = jnp.asarray(tiers, jnp.float32)
+    return caps_of(server_state, tier_array[task.client_id % tier_array.shape[0]])
+
+
+def transfer_bytes(model_vars: ModelVars, caps):
+    """One direction: the factors' slots ``< cap``, every other parameter, the shared state."""
+    return lowrank.traffic_bytes(model_vars.params, caps) + lowrank.state_bytes(model_vars.state)
+
+
+def at_ranks(model_vars: ModelVars, ranks) -> ModelVars:
+    return model_vars._replace(state=lowrank.with_rank_vector(model_vars.state, ranks))
+
+
+def local_loss(model: Model, caps, settings: Settings):
+    """The local objective: cross-entropy at sampled ranks ``b <= cap`` (ordered dropout) plus
+    ``lambda_gl`` times the group lasso over the client's own slots."""
+
+    def loss_fn(params, state, x, y, mask, key):
+        ranks = caps
+        if settings.ordered_dropout:
+            ranks = lowrank.sample_ranks(jax.random.fold_in(key, 1), caps)
+        logits, new_state = model.apply(
+            at_ranks(ModelVars(params, state), ranks), x, True, key, mask
+        )
+        loss = masked_cross_entropy(logits, y, mask)
+        loss += settings.lambda_gl * lowrank.group_lasso(params, caps)
+        return loss, lowrank.with_rank_vector(new_state, caps)
+
+    return loss_fn
+
+
+def client_update(
+    model: Model, optimizer, settings: Settings, server_state, client_state, task, dataset
+):
+    """Local training of the client's tier's slots; it sends their masked ``Update`` (shell-wise)."""
+    caps = client_caps(server_state, settings.tiers, task)
+    start = at_ranks(server_state.model, caps)
+    own_slots = lowrank.slot_masks(start.params, caps)
+
+    def decay_own_slots(params, grads):
+        grads = jax.tree.map(lambda g, p: g + settings.weight_decay * p, grads, params)
+        return masks.apply_mask(grads, own_slots)
+
+    loss_fn = local_loss(model, caps, settings)
+    result = local_train(model, optimizer, start, task, dataset, decay_own_slots, loss_fn)
+    trained = result.model
+    if settings.recalibrate_bn and BATCH_STATS in trained.state:
+        trained = recalibrate_batch_norm(model, trained, task, dataset)
+    shared = ModelVars(trained.params, lowrank.without_ranks(trained.state))
+    weight = task.num_examples.astype(jnp.float32)
+    traffic = transfer_bytes(trained, caps)
+    return ClientResult(
+        contribution=masked.masked_model_contribution(
+            shared, server_state.model.params, own_slots, weight
+        ),
+        client_state=(),
+        loss=result.loss,
+        up_bytes=traffic,
+        down_bytes=traffic,
+    )
+
+
+def server_update(server_state, total: Update, *, epsilon: float, shrink_every: int):
+    """Slot-wise mean over the clients that trained each slot; every ``shrink_every`` rounds each
+    layer's rank is cut to its slots of importance ``>= epsilon``."""
+    current = server_state.model
+    average = masked.masked_server_model(
+        total, ModelVars(current.params, lowrank.without_ranks(current.state))
+    )
+    rounds = server_state.round + 1
+    ranks = lowrank.rank_vector(current.state)
+    if shrink_every:
+        shrunk = jnp.minimum(ranks, lowrank.shrunk_ranks(average.params, epsilon))
+        ranks = jnp.where(rounds % shrink_every == 0, shrunk, ranks)
+    state = lowrank.with_rank_vector({**average.state, RANKS: current.state[RANKS]}, ranks)
+    return ServerState(ModelVars(average.params, state), rounds)
+
+
+def personalize(tiers: tuple[float, ...], server_state, client_state, task, dataset) -> Personal:
+    """The server model at the client's tier's ranks."""
+    deployed = at_ranks(server_state.model, client_caps(server_state, tiers, task))
+    params, size = lowrank.deployed_size(deployed)
+    density = params / lowrank.dense_params(deployed.params)
+    return Personal(deployed, size, size, density)
+
+
+def submodels(model: Model, tiers: tuple[float, ...], server_state, sample_x) -> dict:
+    """``p<P>``: the server model at each tier's ranks, with its size, traffic and MACs."""
+    out = {}
+    for fraction in tiers:
+        caps = caps_of(server_state, fraction)
+        sub = at_ranks(server_state.model, caps)
+        params, size = lowrank.deployed_size(sub)
+        round_bytes = 2 * transfer_bytes(sub, caps)
+        macs = model.macs(sub, sample_x)
+        out[f"p{round(100 * fraction)}"] = Submodel(sub, params, size, round_bytes, macs)
+    return out
+
+
 def maestro(
     model: Model,
     client_optimizer: optax.GradientTransformation,
@@ -87,100 +214,18 @@ def maestro(
     >>> algorithm.name
     'maestro'
     """
-    tier_array = jnp.asarray(tiers, jnp.float32)
-
-    def caps_of(server_state, fraction):
-        return lowrank.tier_caps(lowrank.rank_vector(server_state.model.state), fraction)
-
-    def client_caps(server_state, task):
-        return caps_of(server_state, tier_array[task.client_id % tier_array.shape[0]])
-
-    def transfer_bytes(model_vars: ModelVars, caps):
-        """One direction: the factors' slots ``< cap``, every other parameter, the shared state."""
-        return lowrank.traffic_bytes(model_vars.params, caps) + lowrank.state_bytes(
-            model_vars.state
-        )
-
-    def at_ranks(model_vars: ModelVars, ranks) -> ModelVars:
-        return model_vars._replace(state=lowrank.with_rank_vector(model_vars.state, ranks))
-
-    def server_init(model_vars):
-        return ServerState(model_vars, jnp.int32(0))
-
-    def client_init(model_vars):
-        return ()
-
-    def client_update(server_state, client_state, task, dataset):
-        caps = client_caps(server_state, task)
-        start = at_ranks(server_state.model, caps)
-        own_slots = lowrank.slot_masks(start.params, caps)
-
-        def loss_fn(params, state, x, y, mask, key):
-            ranks = (
-                lowrank.sample_ranks(jax.random.fold_in(key, 1), caps) if ordered_dropout else caps
-            )
-            logits, new_state = model.apply(
-                at_ranks(ModelVars(params, state), ranks), x, True, key, mask
-            )
-            loss = masked_cross_entropy(logits, y, mask)
-            loss += lambda_gl * lowrank.group_lasso(params, caps)
-            return loss, lowrank.with_rank_vector(new_state, caps)
-
-        def decay_own_slots(params, grads):
-            grads = jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
-            return masks.apply_mask(grads, own_slots)
-
-        result = local_train(
-            model, client_optimizer, start, task, dataset, decay_own_slots, loss_fn
-        )
-        trained = result.model
-        if recalibrate_bn and BATCH_STATS in trained.state:
-            trained = recalibrate_batch_norm(model, trained, task, dataset)
-        shared = ModelVars(trained.params, lowrank.without_ranks(trained.state))
-        weight = task.num_examples.astype(jnp.float32)
-        traffic = transfer_bytes(trained, caps)
-        return ClientResult(
-            contribution=masked.masked_model_contribution(
-                shared, server_state.model.params, own_slots, weight
-            ),
-            client_state=(),
-            loss=result.loss,
-            up_bytes=traffic,
-            down_bytes=traffic,
-        )
-
-    def server_update(server_state, total):
-        current = server_state.model
-        average = masked.masked_server_model(
-            total, ModelVars(current.params, lowrank.without_ranks(current.state))
-        )
-        rounds = server_state.round + 1
-        ranks = lowrank.rank_vector(current.state)
-        if shrink_every:
-            shrunk = jnp.minimum(ranks, lowrank.shrunk_ranks(average.params, epsilon))
-            ranks = jnp.where(rounds % shrink_every == 0, shrunk, ranks)
-        state = lowrank.with_rank_vector({**average.state, RANKS: current.state[RANKS]}, ranks)
-        return ServerState(ModelVars(average.params, state), rounds)
-
-    def personalize(server_state, client_state, task, dataset):
-        deployed = at_ranks(server_state.model, client_caps(server_state, task))
-        params, size = lowrank.deployed_size(deployed)
-        density = params / lowrank.dense_params(deployed.params)
-        return Personal(deployed, size, size, density)
-
-    def submodels(server_state, sample_x):
-        out = {}
-        for fraction in tiers:
-            caps = caps_of(server_state, fraction)
-            sub = at_ranks(server_state.model, caps)
-            params, size = lowrank.deployed_size(sub)
-            round_bytes = 2 * transfer_bytes(sub, caps)
-            macs = model.macs(sub, sample_x)
-            out[f"p{round(100 * fraction)}"] = Submodel(sub, params, size, round_bytes, macs)
-        return out
-
+    tiers = tuple(tiers)
+    settings = Settings(
+        lambda_gl, epsilon, weight_decay, tiers, shrink_every, ordered_dropout, recalibrate_bn
+    )
     return FederatedAlgorithm(
-        name, server_init, client_init, client_update, server_update, personalize, submodels
+        name,
+        server_init,
+        client_init,
+        functools.partial(client_update, model, client_optimizer, settings),
+        functools.partial(server_update, epsilon=epsilon, shrink_every=shrink_every),
+        functools.partial(personalize, tiers),
+        functools.partial(submodels, model, tiers),
     )
 
 

@@ -3,8 +3,8 @@ mask-aware local training, local validation accuracy, mask-aware aggregation and
 
 Mask-aware aggregation (LotteryFL, Sub-FedAvg, FedLTN): every coordinate is averaged over the clients
 whose mask keeps it, ``sum_k a_k m_k W_k / sum_k a_k m_k``; a coordinate nobody kept keeps the server
-value. Clients send their masked update ``(a m (W - W_server), a m)`` and the engine's streamed sum does
-the rest; the server adds the covered mean of the updates to its model, which is the same average. Sending
+value. Clients send their masked update as an ``Update`` (delta ``a m (W - W_server)``, coverage ``a m``)
+and the engine's streamed sum does the rest; the server adds the covered mean of the updates to its model, which is the same average. Sending
 updates rather than weights is what lets ``fedsim.privacy`` clip and noise them like FedAvg's.
 """
 
@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedsim.algorithms.base import ClientTask, Dataset, Personal
+from fedsim.algorithms.base import ClientTask, Dataset, Personal, Update, mean_of
 from fedsim.algorithms.local import LocalResult, local_train
 from fedsim.algorithms.spec import check_choice, check_ranges
 from fedsim.compress import masks
@@ -54,40 +54,36 @@ def aggregation_weight(task: ClientTask, by_examples: bool) -> jax.Array:
     return task.num_examples.astype(jnp.float32) if by_examples else jnp.float32(1)
 
 
-def masked_contribution(params, reference, mask, weight):
-    """``{'delta': a m (W - W_ref), 'coverage': a m}`` with the coverage broadcast to every leaf."""
-    return {
-        "delta": jax.tree.map(
+def masked_contribution(params, reference, mask, weight) -> Update:
+    """``Update(a m (W - W_ref), a, coverage=a m)`` with the coverage broadcast to every leaf."""
+    return Update(
+        delta=jax.tree.map(
             lambda p, r, m: weight * jnp.where(m, p - r, 0), params, reference, mask
         ),
-        "coverage": jax.tree.map(
+        weight=weight,
+        coverage=jax.tree.map(
             lambda p, m: weight * jnp.broadcast_to(m, p.shape).astype(p.dtype), params, mask
         ),
-    }
-
-
-def masked_model_contribution(model_vars: ModelVars, reference, mask, weight):
-    """``masked_contribution`` of the params (update from the server's ``reference`` params) plus
-    ``a``-weighted model state and ``a`` itself."""
-    contribution = masked_contribution(model_vars.params, reference, mask, weight)
-    contribution.update(state=jax.tree.map(lambda s: weight * s, model_vars.state), weight=weight)
-    return contribution
-
-
-def masked_average(total, current):
-    """Per coordinate: ``current`` plus the covered mean update (``current`` where nobody kept it)."""
-    return jax.tree.map(
-        lambda d, c, w: jnp.where(c > 0, w + d / jnp.where(c > 0, c, 1), w),
-        total["delta"],
-        total["coverage"],
-        current,
     )
 
 
-def masked_server_model(total, current: ModelVars) -> ModelVars:
+def masked_model_contribution(model_vars: ModelVars, reference, mask, weight) -> Update:
+    """``masked_contribution`` of the params (update from the server's ``reference`` params) plus
+    ``a``-weighted model state."""
+    contribution = masked_contribution(model_vars.params, reference, mask, weight)
+    return contribution._replace(state=jax.tree.map(lambda s: weight * s, model_vars.state))
+
+
+def masked_average(total: Update, current):
+    """Per coordinate: ``current`` plus the covered mean update (``current`` where nobody kept it)."""
+    return jax.tree.map(
+        lambda w, m, c: jnp.where(c > 0, w + m, w), current, mean_of(total)[0], total.coverage
+    )
+
+
+def masked_server_model(total: Update, current: ModelVars) -> ModelVars:
     """The server model from summed ``masked_model_contribution``s: masked-average params, mean state."""
-    stats = jax.tree.map(lambda s: s / total["weight"], total["state"])
-    return ModelVars(masked_average(total, current.params), stats)
+    return ModelVars(masked_average(total, current.params), mean_of(total)[1])
 
 
 def personal_model(model_vars: ModelVars, mask) -> Personal:

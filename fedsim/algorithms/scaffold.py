@@ -26,6 +26,15 @@ class ServerState(NamedTuple):
     control: optax.Params
 
 
+class Contribution(NamedTuple):
+    """One client's SCAFFOLD message (unweighted): model and control-variate deltas."""
+
+    model: optax.Params  # y - w
+    state: optax.Params  # the client's non-trainable model state after training
+    control: optax.Params  # c_k+ - c_k
+    count: jax.Array  # float32 1, so the sum counts the clients
+
+
 def scaffold(
     model: Model, client_lr: float, num_clients: int, server_lr: float = 1.0
 ) -> FederatedAlgorithm:
@@ -63,12 +72,9 @@ def scaffold(
         control_delta = jax.tree.map(jnp.subtract, new_control, client_control)
         message_bytes = jnp.int32(dense_bytes(received) + dense_bytes(control))
         return ClientResult(
-            contribution={
-                "model": model_delta,
-                "state": result.model.state,
-                "control": control_delta,
-                "count": jnp.float32(1.0),
-            },
+            contribution=Contribution(
+                model_delta, result.model.state, control_delta, jnp.float32(1.0)
+            ),
             client_state=new_control,
             loss=result.loss,
             up_bytes=message_bytes,
@@ -76,13 +82,13 @@ def scaffold(
         )
 
     def server_update(server_state, total):
-        mean = lambda leaf: leaf / total["count"]
+        mean = lambda leaf: leaf / total.count
         params = jax.tree.map(
-            lambda w, d: w + server_lr * mean(d), server_state.model.params, total["model"]
+            lambda w, d: w + server_lr * mean(d), server_state.model.params, total.model
         )
-        state = jax.tree.map(mean, total["state"])
+        state = jax.tree.map(mean, total.state)
         control = jax.tree.map(
-            lambda c, d: c + d / num_clients, server_state.control, total["control"]
+            lambda c, d: c + d / num_clients, server_state.control, total.control
         )
         return ServerState(ModelVars(params, state), control)
 

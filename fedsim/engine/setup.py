@@ -15,7 +15,7 @@ import numpy as np
 
 from fedsim import algorithms, model_file, models, privacy
 from fedsim import config as config_lib
-from fedsim.algorithms import ClientSetup, FederatedAlgorithm
+from fedsim.algorithms import ClientSetup, Dataset, FederatedAlgorithm
 from fedsim.algorithms.spec import client_optimizer
 from fedsim.algorithms.task import Federation
 from fedsim.data import partition
@@ -78,7 +78,7 @@ def build_experiment(config) -> Experiment:
         check_start_model(model, data.x_train[:1], start_model, describe)
     settings = _settings(config)
     dp = privacy.from_config(config, settings.clients_per_round)
-    make_algorithm, values = _algorithm(config, model, dp)
+    make_algorithm, values = _algorithm(config, model, dp, data)
     return Experiment(
         config, data, model, make_algorithm, values, settings, dp, start_model, poisoned,
         config.seed, config.rounds, config.eval_every, config.eval_batch_size,
@@ -122,24 +122,28 @@ def traceable_keys(config) -> tuple[str, ...]:
     return ("client_lr", *(f"{spec.name}.{key}" for key in spec.traceable))
 
 
-def _algorithm(config, model: Model, dp) -> tuple[Callable, dict]:
-    """``(make_algorithm, values)``: the algorithm as a function of its traceable values."""
+def _algorithm(config, model: Model, dp, data: FederatedData) -> tuple[Callable, dict]:
+    """``(make_algorithm, values)``: the algorithm as a function of its traceable values (checked
+    now: a build-time error, e.g. an unsupported optimiser, or an algorithm DP cannot wrap)."""
     spec = algorithms.get_spec(config.algorithm)
     hparams = config_lib.algorithm_hparams(config, spec)
     values = {"client_lr": config.client_lr}
     values.update({f"{spec.name}.{key}": hparams[key] for key in spec.traceable})
 
-    def make_algorithm(values: dict) -> FederatedAlgorithm:
+    def build(values: dict) -> FederatedAlgorithm:
         own = {key.partition(".")[2]: v for key, v in values.items() if "." in key}
         lr = values["client_lr"]
         optimizer = client_optimizer(config.client_optimizer, lr, config.client_momentum)
         setup = ClientSetup(
             model, config.num_clients, optimizer, config.client_optimizer, lr, config.local_epochs
         )
-        return privacy.wrap(spec.build({**hparams, **own}, setup), dp, config.seed)
+        return spec.build({**hparams, **own}, setup)
 
-    make_algorithm(values)  # a build-time error (e.g. an unsupported optimiser) is raised now
-    return make_algorithm, values
+    algorithm = build(values)
+    if dp is not None:
+        abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), data.x_train[:1])
+        privacy.check_wrappable(algorithm, abstract, Dataset(data.x_train, data.y_train))
+    return lambda values: privacy.wrap(build(values), dp, config.seed), values
 
 
 def programs(experiment: Experiment, values: dict | None = None) -> Programs:

@@ -1,7 +1,8 @@
 """User-level differential privacy: DP-FedAvg around an algorithm, accounted with ``dp-accounting``.
 
-``from_config`` turns the ``dp_*`` config keys into a wrapped algorithm plus the ``Mechanism`` the
-driver asks for epsilon after every evaluated round; ``dp_clip=0`` (the default) means no DP.
+``from_config`` turns the ``dp_*`` config keys into the settings plus the ``Mechanism`` the driver asks
+for epsilon after every evaluated round; ``dp_clip=0`` (the default) means no DP. ``check_wrappable``
+tells from the algorithm itself whether ``wrap`` can privatise it.
 """
 
 from typing import NamedTuple
@@ -11,7 +12,13 @@ from fedsim.algorithms.task import SAMPLING
 from fedsim.config import check_choices
 from fedsim.errors import ConfigError
 from fedsim.privacy.accounting import ACCOUNTANTS, Mechanism
-from fedsim.privacy.dp_fedavg import PRIVATIZABLE, DPServerState, DPSettings, dp_fedavg
+from fedsim.privacy.dp_fedavg import (
+    ClippedUpdate,
+    DPServerState,
+    DPSettings,
+    check_wrappable,
+    dp_fedavg,
+)
 
 MASK_MODES = ("client", "fixed")
 
@@ -27,23 +34,14 @@ class Privacy(NamedTuple):
 
 
 def validate(config) -> None:
-    """Checks the ``dp_*`` keys and ``client_sampling`` (ConfigError on the first bad one)."""
+    """Checks the ``dp_*`` keys and ``client_sampling`` (ConfigError on the first bad one); whether DP
+    can wrap the algorithm is ``check_wrappable``'s, once the algorithm is built."""
     check_choices(config, {"client_sampling": SAMPLING})
     for key in ("dp_clip", "dp_noise", "dp_target_epsilon", "dp_count_noise", "dp_clip_lr"):
         if config[key] < 0:
             raise ConfigError(f"{key}={config[key]} must be >= 0")
     if not config.dp_clip:
         return
-    if config.algorithm not in PRIVATIZABLE:
-        raise ConfigError(
-            f"dp_clip={config.dp_clip} with algorithm={config.algorithm!r}: DP-FedAvg wraps "
-            f"algorithms that send model updates: {', '.join(PRIVATIZABLE)}"
-        )
-    if config.jump_start_rounds:
-        raise ConfigError(
-            f"dp_clip={config.dp_clip} with jump_start_rounds={config.jump_start_rounds}: the "
-            "Jump-Start upload is not privatised or accounted; use jump_start_rounds=0 under DP"
-        )
     check_choices(config, {"dp_mask": MASK_MODES, "dp_accountant": ACCOUNTANTS})
     if not 0 <= config.dp_target_quantile < 1:
         raise ConfigError(
@@ -98,10 +96,12 @@ def wrap(algorithm: FederatedAlgorithm, privacy: Privacy | None, seed: int) -> F
 
 
 __all__ = [
+    "ClippedUpdate",
     "DPServerState",
     "DPSettings",
     "Mechanism",
     "Privacy",
+    "check_wrappable",
     "dp_fedavg",
     "from_config",
     "validate",

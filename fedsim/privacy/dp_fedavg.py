@@ -1,4 +1,4 @@
-"""DP-FedAvg: user-level differential privacy around any algorithm that sends model updates.
+"""DP-FedAvg: user-level differential privacy around any algorithm whose clients send an ``Update``.
 
 McMahan et al. 2018, 'Learning Differentially Private Recurrent Language Models': every client's update
 (what it transmits: the dense delta, the masked delta of a sparse client, the slots of Maestro factors
@@ -31,26 +31,29 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedsim.algorithms.base import FederatedAlgorithm
+from fedsim.algorithms.base import ClientTask, Dataset, FederatedAlgorithm, Update
+from fedsim.errors import ConfigError
 
 PyTree = Any
 
-# Algorithms whose clients send ``{'delta', 'weight'}`` (+ optional 'coverage', 'state') contributions.
-PRIVATIZABLE = (
-    "fedavg",
-    "fedprox",
-    "fedavgm",
-    "fedadam",
-    "fedyogi",
-    "fedadagrad",
-    "fedavg_ft",
-    "ditto",
-    "lotteryfl",
-    "subfedavg",
-    "fedltn",
-    "maestro",
-)
-_CONTRIBUTION_KEYS = {"delta", "weight", "coverage", "state"}
+
+class ClippedUpdate(NamedTuple):
+    """What a client sends under DP (weight 1): its clipped update; the engine sums them."""
+
+    delta: PyTree  # the unweighted update clipped to norm C
+    unclipped: jax.Array  # float32 1 when the update's norm was <= C (adaptive clipping's count)
+    coverage: PyTree | None = None  # the unweighted mask, for mask-aware algorithms
+    state: PyTree | None = None  # zeros: structure only, the server keeps its own statistics
+
+
+def require_update(name: str, contribution) -> Update:
+    """``contribution``, or ConfigError (one line) when it is not an ``Update``."""
+    if not isinstance(contribution, Update):
+        raise ConfigError(
+            f"algorithm={name!r} under DP: its clients send {type(contribution).__name__}; "
+            "DP-FedAvg wraps algorithms whose clients send an Update (fedsim.algorithms.base)"
+        )
+    return contribution
 
 
 class DPSettings(NamedTuple):
@@ -102,8 +105,37 @@ def add_gaussian_noise(tree, std, key):
     return jax.tree.unflatten(treedef, noisy)
 
 
+def check_wrappable(algorithm: FederatedAlgorithm, model_vars, dataset: Dataset) -> None:
+    """ConfigError (one line) unless ``dp_fedavg`` can wrap ``algorithm``: no warm-up round (its upload
+    would be neither privatised nor accounted) and clients that send an ``Update``, found by
+    ``jax.eval_shape`` of one one-example local step (``model_vars``, ``dataset`` may be abstract)."""
+    if algorithm.warmup is not None:
+        raise ConfigError(
+            f"algorithm={algorithm.name!r} under DP: its warm-up round "
+            f"({algorithm.warmup.algorithm.name}) uploads without clipping or noise and is not "
+            "accounted; run it without the warm-up"
+        )
+    server = jax.eval_shape(algorithm.server_init, model_vars)
+    client = jax.eval_shape(algorithm.client_init, model_vars)
+    task = ClientTask(
+        batch_indices=jnp.zeros((1, 1), jnp.int32),
+        batch_mask=jnp.ones((1, 1), bool),
+        num_examples=jnp.int32(1),
+        key=jax.random.PRNGKey(0),
+        client_id=jnp.int32(0),
+        val_indices=jnp.zeros((1,), jnp.int32),
+        val_mask=jnp.ones((1,), bool),
+    )
+    result = jax.eval_shape(algorithm.client_update, server, client, task, dataset)
+    require_update(algorithm.name, result.contribution)
+
+
 def dp_fedavg(algorithm: FederatedAlgorithm, settings: DPSettings, seed: int) -> FederatedAlgorithm:
     """``algorithm`` with clipped client updates and a noisy fixed-denominator mean on the server.
+
+    Built with ``algorithm._replace``: every hook it does not replace (``client_init``, ``warmup``) is
+    the wrapped algorithm's, and ``personalize``/``submodels``/``report`` read ``server_state.inner``;
+    ``report`` adds ``clip_norm``. Check ``check_wrappable`` first.
 
     >>> import optax
     >>> from fedsim.algorithms.fedavg import fedavg
@@ -121,45 +153,35 @@ def dp_fedavg(algorithm: FederatedAlgorithm, settings: DPSettings, seed: int) ->
 
     def client_update(server_state, client_state, task, dataset):
         result = algorithm.client_update(server_state.inner, client_state, task, dataset)
-        contribution = result.contribution
-        unknown = set(contribution) - _CONTRIBUTION_KEYS
-        if "delta" not in contribution or unknown:
-            raise TypeError(
-                f"DP-FedAvg wraps algorithms that send model updates; {algorithm.name} sends "
-                f"{sorted(contribution)}"
-            )
-        weight = contribution["weight"]
-        update = jax.tree.map(lambda d: d / weight, contribution["delta"])
+        sent = require_update(algorithm.name, result.contribution)
+        update = jax.tree.map(lambda d: d / sent.weight, sent.delta)
         clipped, norm = clip_by_norm(update, server_state.clip)
-        private = {
-            "delta": clipped,
-            "unclipped": (norm <= server_state.clip).astype(jnp.float32),
-        }
-        if "coverage" in contribution:
-            private["coverage"] = jax.tree.map(lambda c: c / weight, contribution["coverage"])
-        if "state" in contribution:  # structure only: the server keeps its own statistics
-            private["state"] = jax.tree.map(jnp.zeros_like, contribution["state"])
+        private = ClippedUpdate(
+            delta=clipped,
+            unclipped=(norm <= server_state.clip).astype(jnp.float32),
+            coverage=jax.tree.map(lambda c: c / sent.weight, sent.coverage),
+            state=jax.tree.map(jnp.zeros_like, sent.state),
+        )
         return result._replace(contribution=private)
 
-    def server_update(server_state, total):
+    def server_update(server_state, total: ClippedUpdate):
         key, noise_key, count_key = jax.random.split(server_state.key, 3)
-        inner_total = {
-            "delta": add_gaussian_noise(total["delta"], update_std * server_state.clip, noise_key),
-            "weight": denominator,
-        }
-        if "coverage" in total:
-            inner_total["coverage"] = (
-                jax.tree.map(lambda c: jnp.full_like(c, denominator), total["coverage"])
-                if settings.fixed_mask
-                else total["coverage"]
-            )
-        if "state" in total:
-            kept = {name: server_state.model.state[name] for name in total["state"]}
-            inner_total["state"] = jax.tree.map(lambda s: denominator * s, kept)
+        coverage = total.coverage
+        if settings.fixed_mask:
+            coverage = jax.tree.map(lambda c: jnp.full_like(c, denominator), coverage)
+        kept = None
+        if total.state is not None:
+            kept = {name: server_state.model.state[name] for name in total.state}
+        inner_total = Update(
+            delta=add_gaussian_noise(total.delta, update_std * server_state.clip, noise_key),
+            weight=denominator,
+            coverage=coverage,
+            state=jax.tree.map(lambda s: denominator * s, kept),
+        )
         inner = algorithm.server_update(server_state.inner, inner_total)
         clip = server_state.clip
         if settings.target_quantile is not None:
-            count = total["unclipped"] + settings.count_noise * jax.random.normal(count_key)
+            count = total.unclipped + settings.count_noise * jax.random.normal(count_key)
             below = count / denominator
             clip = clip * jnp.exp(-settings.clip_lr * (below - settings.target_quantile))
         return DPServerState(inner, clip, key)
@@ -169,12 +191,20 @@ def dp_fedavg(algorithm: FederatedAlgorithm, settings: DPSettings, seed: int) ->
             return None
         return lambda server_state, *args: function(server_state.inner, *args)
 
-    return FederatedAlgorithm(
-        f"{algorithm.name}+dp",
-        server_init,
-        algorithm.client_init,
-        client_update,
-        server_update,
-        unwrap(algorithm.personalize),
-        unwrap(algorithm.submodels),
+    def report(server_state, scores):
+        """The current clip norm and the wrapped algorithm's own metrics."""
+        inner = unwrap(algorithm.report)
+        return {
+            "clip_norm": float(server_state.clip),
+            **(inner(server_state, scores) if inner else {}),
+        }
+
+    return algorithm._replace(
+        name=f"{algorithm.name}+dp",
+        server_init=server_init,
+        client_update=client_update,
+        server_update=server_update,
+        personalize=unwrap(algorithm.personalize),
+        submodels=unwrap(algorithm.submodels),
+        report=report,
     )
