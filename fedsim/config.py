@@ -204,13 +204,6 @@ def clients_per_round(config) -> int:
     return config.clients_per_round
 
 
-def check_choices(config, choices: dict[str, tuple[str, ...]]) -> None:
-    """Raises ConfigError unless every ``config[key]`` is one of ``choices[key]``."""
-    for key, accepted in choices.items():
-        if config[key] not in accepted:
-            raise ConfigError(f"{key}={config[key]!r}; choose one of: {', '.join(accepted)}")
-
-
 def data_seed(config) -> int:
     """The seed that draws the federation: ``data_seed``, or ``seed`` when that is -1.
 

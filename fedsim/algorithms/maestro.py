@@ -1,7 +1,7 @@
 """Maestro: Horváth, Laskaridis, Rajput, Wang, 'Maestro: Uncovering Low-Rank Structures via Trainable
 Decomposition', ICML 2024, centrally and federated, with FjORD's capacity tiers (Horváth et al.,
 'FjORD: Fair and Accurate Federated Learning under Heterogeneous Targets with Ordered Dropout', NeurIPS
-2021). Procedure: ../shared/specs/maestro.md sections 4-7 and 12-13.
+2021), following the official code (github.com/SamuelHorvath/Maestro-LoD).
 
 The model's Conv/Dense layers are factorised ``U Vᵀ`` (``model_kwargs.factorized``); the kept ranks are
 server state (``state['ranks']``). Client ``k`` has capacity ``p = tiers[k % len(tiers)]`` and trains
@@ -39,7 +39,7 @@ class ServerState(NamedTuple):
 
 
 def recalibrate_batch_norm(model: Model, model_vars: ModelVars, task, dataset) -> ModelVars:
-    """BatchNorm statistics re-estimated for the full model (spec 6): the equal-weight mean over the
+    """BatchNorm statistics re-estimated for the full model: the equal-weight mean over the
     client's batches of each batch's statistics, recovered from one momentum update from zero."""
     zero = jax.tree.map(jnp.zeros_like, model_vars.state[BATCH_STATS])
 

@@ -9,8 +9,7 @@ from typing import NamedTuple
 
 from fedsim.algorithms.base import FederatedAlgorithm
 from fedsim.algorithms.task import SAMPLING
-from fedsim.config import check_choices
-from fedsim.errors import ConfigError
+from fedsim.errors import ConfigError, check_choices
 from fedsim.privacy.accounting import ACCOUNTANTS, Mechanism
 from fedsim.privacy.dp_fedavg import (
     ClippedUpdate,
