@@ -327,6 +327,17 @@ def check_algorithm(config, spec: AlgorithmSpec) -> None:
         )
 
 
+def select_algorithm(config: ConfigDict, name: str) -> ConfigDict:
+    """Sets ``config.algorithm = name`` (a registered name or an import path) and adds its section
+    ``config.<spec.name>`` with the spec's defaults when the config lacks it (an unlocked config), so
+    its keys can be overridden like a built-in's (``--config.<spec.name>.KEY=...``)."""
+    spec = algorithms.get_spec(name)
+    config.algorithm = name
+    if spec.name not in config:
+        config[spec.name] = ConfigDict(dict(spec.hparams))
+    return config
+
+
 def with_algorithm_section(config) -> ConfigDict:
     """``config`` with the selected algorithm's section present (a plug-in's defaults filled in), so
     the saved ``config.json`` holds every hyper-parameter the run used."""

@@ -42,7 +42,7 @@ def cell_name(overrides: dict) -> str:
 
 def use_compile_cache(workdir: Path) -> None:
     """JAX's persistent compilation cache in ``workdir/.jax_cache``, every program cached."""
-    jax.config.update("jax_compilation_cache_dir", str(workdir / ".jax_cache"))
+    jax.config.update("jax_compilation_cache_dir", str((workdir / ".jax_cache").resolve()))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

@@ -26,6 +26,7 @@ class ClientSetup(NamedTuple):
     optimizer_name: str  # its optax name
     lr: Any  # client learning rate (a traced array inside a vmapped grid)
     local_epochs: int
+    momentum: float = 0.0  # the optimiser's ``momentum`` argument (0: none)
 
 
 class AlgorithmSpec(NamedTuple):

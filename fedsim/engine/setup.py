@@ -135,8 +135,9 @@ def _algorithm(config, model: Model, dp, data: FederatedData) -> tuple[Callable,
         lr = values["client_lr"]
         optimizer = client_optimizer(config.client_optimizer, lr, config.client_momentum)
         setup = ClientSetup(
-            model, config.num_clients, optimizer, config.client_optimizer, lr, config.local_epochs
-        )
+            model, config.num_clients, optimizer, config.client_optimizer, lr,
+            config.local_epochs, config.client_momentum,
+        )  # fmt: skip
         return spec.build({**hparams, **own}, setup)
 
     algorithm = build(values)
