@@ -70,7 +70,7 @@ def get_sweep():
 """
 
 
-def _sweep(tmp_path, cells: str):
+def run_sweep_cells(tmp_path, cells: str):
     path = tmp_path / "grid_config.py"
     path.write_text(SWEEP_CONFIG.format(cells=cells))
     assert main(["sweep", f"--config={path}", f"--workdir={tmp_path / 'sweep'}"]) == 0
@@ -78,7 +78,7 @@ def _sweep(tmp_path, cells: str):
 
 
 def test_fedprox_mu_sweep_is_one_vmapped_grid(tmp_path, capsys):
-    cells = _sweep(tmp_path, '[{"algorithm": "fedprox", "fedprox.mu": m} for m in (0.0, 0.5)]')
+    cells = run_sweep_cells(tmp_path, '[{"algorithm": "fedprox", "fedprox.mu": m} for m in (0.0, 0.5)]')
     assert "2 cells trained as one vmapped grid" in capsys.readouterr().out
     assert [c["summary"]["grid_cells"] for c in cells] == [2, 2]
     assert cells[0]["summary"]["global_acc"] != cells[1]["summary"]["global_acc"]
@@ -86,7 +86,7 @@ def test_fedprox_mu_sweep_is_one_vmapped_grid(tmp_path, capsys):
 
 def test_sweep_over_a_tuple_valued_key(tmp_path, capsys):
     budgets = "[{'algorithm': 'fedltn', 'fedltn.density_budgets': b} for b in ((), (1.0, 0.5))]"
-    cells = _sweep(tmp_path, budgets)
+    cells = run_sweep_cells(tmp_path, budgets)
     assert "one after another" in capsys.readouterr().out
     saved = json.loads((tmp_path / "sweep" / cells[1]["cell"] / "config.json").read_text())
     assert saved["fedltn"]["density_budgets"] == [1.0, 0.5]
