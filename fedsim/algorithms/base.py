@@ -38,7 +38,7 @@ class ClientTask(NamedTuple):
 class ClientResult(NamedTuple):
     """What one client returns to the engine."""
 
-    contribution: PyTree  # summed over the round's clients; non-finite => client excluded
+    contribution: PyTree  # an Update or the algorithm's own NamedTuple; non-finite => excluded
     client_state: PyTree  # the client's new persistent state (written back if it succeeded)
     loss: jax.Array  # mean training loss over its real local steps
     up_bytes: jax.Array  # int32: encoded bytes it uploaded this round
