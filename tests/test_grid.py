@@ -78,7 +78,9 @@ def run_sweep_cells(tmp_path, cells: str):
 
 
 def test_fedprox_mu_sweep_is_one_vmapped_grid(tmp_path, capsys):
-    cells = run_sweep_cells(tmp_path, '[{"algorithm": "fedprox", "fedprox.mu": m} for m in (0.0, 0.5)]')
+    cells = run_sweep_cells(
+        tmp_path, '[{"algorithm": "fedprox", "fedprox.mu": m} for m in (0.0, 0.5)]'
+    )
     assert "2 cells trained as one vmapped grid" in capsys.readouterr().out
     assert [c["summary"]["grid_cells"] for c in cells] == [2, 2]
     assert cells[0]["summary"]["global_acc"] != cells[1]["summary"]["global_acc"]
