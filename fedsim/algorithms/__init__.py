@@ -27,6 +27,7 @@ BUILTIN = {
     "subfedavg": "fedsim.algorithms.subfedavg:SPEC",
     "fedltn": "fedsim.algorithms.fedltn:SPEC",
     "maestro": "fedsim.algorithms.maestro:SPEC",
+    "fednova": "fedsim.algorithms.fednova:SPEC",
 }
 ALGORITHMS = tuple(BUILTIN)
 
