@@ -356,8 +356,8 @@ def run_suite(
 
 
 def default_out(suite: str) -> Path:
-    """``benchmarks/results/<suite>_<platform>.json``."""
-    return Path("benchmarks/results") / f"{suite}_{jax.default_backend()}.json"
+    """``runs/bench/<suite>_<platform>.json`` (committed results are written with ``--out``)."""
+    return Path("runs/bench") / f"{suite}_{jax.default_backend()}.json"
 
 
 def write_json(rows: list[dict], path: Path) -> None:

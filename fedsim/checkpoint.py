@@ -15,7 +15,7 @@ from fedsim.engine.loop import RunState
 class Checkpoints:
     """The ``checkpoints/`` folder of a workdir, keeping the newest ``max_to_keep``."""
 
-    def __init__(self, directory: Path, max_to_keep: int = 2):
+    def __init__(self, directory: Path, max_to_keep: int = 1):
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, enable_async_checkpointing=False
         )

@@ -4,6 +4,7 @@ Exit status: 0 success; 2 bad input, with one line on stderr naming the bad valu
 """
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -13,14 +14,33 @@ from ml_collections import config_flags
 from fedsim.config import base_config, suggest_keys
 from fedsim.errors import ConfigError
 
-COMMANDS = ("run", "sweep", "data", "plot", "bench")
+COMMANDS = ("run", "sweep", "data", "plot", "bench", "keys")
 USAGE = (
     "usage: fedsim run --config configs/NAME.py[:ARG] [--config.KEY=VALUE ...] --workdir DIR | "
     "fedsim sweep --config ... --workdir DIR | fedsim data --config ... [--out DIR] | "
     "fedsim plot --workdir DIR [DIR ...] [--out DIR] | "
     "fedsim bench --suite round|algorithms|pfl [--out FILE.json] [--clients K [K ...]] [--rounds N] "
-    "[--quick]"
+    "[--quick] | fedsim keys [--config ...] [--markdown] | fedsim --help"
 )
+HELP = """fedsim: a JAX/Flax federated-learning simulator.
+
+commands:
+  run    --config FILE.py[:ARG] [--config.KEY=VALUE ...] --workdir DIR
+         train one experiment into DIR (resumes from DIR's newest checkpoint)
+  sweep  --config FILE.py[:ARG] [--config.KEY=VALUE ...] --workdir DIR
+         every cell of the config's get_sweep() (one vmapped program where possible)
+  data   --config FILE.py[:ARG] [--out DIR]
+         the federation's client sizes and label matrix, with figures
+  plot   --workdir DIR [DIR ...] [--out DIR]
+         accuracy vs round, vs MB, and the personal-accuracy histogram
+  bench  --suite round|algorithms|pfl [--out FILE.json] [--clients K ...] [--rounds N] [--quick]
+         performance suites, written as JSON
+  keys   [--config FILE.py[:ARG] [--config.KEY=VALUE ...]] [--markdown]
+         every config key with its default (or the config's value) and meaning
+
+ARG is a comma list key=value read by the config (e.g. configs/fedavg.py:algorithm=fedadam,smoke);
+an algorithm's hyper-parameters live in its section: --config.fedprox.mu=0.1. The key reference
+is also in docs/keys.md. Exit status: 0 success, 2 bad input (one line on stderr)."""
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -88,6 +108,10 @@ def _config_error_cause(err: BaseException) -> ConfigError | None:
 def parse_config_flags(args: list[str], directory_flag: str = "workdir"):
     """``(config, directory)`` from ``--config ... --<directory_flag> DIR``; every problem becomes a
     ``ConfigError``. ``run`` requires ``--workdir``; ``data`` takes an optional ``--out``."""
+    path = _config_path(args)
+    if path and not Path(path).is_file():
+        raise ConfigError(f"config file {path!r} does not exist")
+    args, model_kwargs = _model_kwargs_flags(args)
     argv = ["fedsim", *args]
     values = flags.FlagValues()
     config_flags.DEFINE_config_file(
@@ -102,7 +126,8 @@ def parse_config_flags(args: list[str], directory_flag: str = "workdir"):
             raise cause from None
         raise ConfigError(f"bad flag: {_one_line(err)}") from None
     except AttributeError as err:  # an override of a key the config does not have
-        key = str(err).strip(chr(34) + chr(39))
+        named = re.search(r"[A-Za-z_][\w.]*", str(err))  # the message quotes and escapes the key
+        key = named.group(0) if named else str(err)
         hint = suggest_keys(base_config(), key)
         raise ConfigError(f"--config.{key}: no such config key{hint}") from None
     if len(rest) > 1:
@@ -121,7 +146,26 @@ def parse_config_flags(args: list[str], directory_flag: str = "workdir"):
         if cause is not None:
             raise cause from None
         raise ConfigError(f"--config could not be loaded: {_one_line(err)}") from None
+    if model_kwargs:
+        config.unlock()
+        config.model_kwargs.update(model_kwargs)
+        config.lock()
     return config, values[directory_flag].value
+
+
+def _model_kwargs_flags(args: list[str]) -> tuple[list[str], dict]:
+    """``args`` without its ``--config.model_kwargs.NAME=VALUE`` flags, and those as a dict (the
+    model's arguments are open-ended, so they may name keys the config does not have yet)."""
+    from fedsim.config import literal
+
+    rest, kwargs = [], {}
+    for arg in args:
+        name, sep, value = arg.removeprefix("--config.model_kwargs.").partition("=")
+        if arg.startswith("--config.model_kwargs.") and sep and name.isidentifier():
+            kwargs[name] = literal(value)
+        else:
+            rest.append(arg)
+    return rest, kwargs
 
 
 def data_command(args: list[str]) -> None:
@@ -168,10 +212,32 @@ def sweep_command(args: list[str]) -> None:
     print(Path(workdir) / "sweep.json")
 
 
+def keys_command(args: list[str]) -> None:
+    """``fedsim keys [--config FILE.py[:ARG] ...] [--markdown]``: the key reference of a config
+    (``base_config()`` without ``--config``)."""
+    from fedsim import keys
+    from fedsim.config import with_algorithm_section
+
+    markdown = "--markdown" in args
+    args = [a for a in args if a != "--markdown"]
+    config = base_config()
+    if args:
+        config = with_algorithm_section(parse_config_flags(args, directory_flag="out")[0])
+    rows = keys.reference(config)
+    print(keys.as_markdown(rows) if markdown else keys.as_text(rows), end="")
+
+
+def _wants_help(argv: list[str]) -> bool:
+    return not argv or argv[0] in ("-h", "--help", "help") or "--help" in argv or "-h" in argv
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if not argv or argv[0] not in COMMANDS:
+        if _wants_help(argv):
+            print(HELP)
+            return 0
+        if argv[0] not in COMMANDS:
             given = argv[0] if argv else "nothing"
             raise ConfigError(
                 f"command {given!r} is unknown; accepted: {', '.join(COMMANDS)}. {USAGE}"
@@ -181,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             "data": data_command,
             "sweep": sweep_command,
             "bench": bench_command,
+            "keys": keys_command,
         }
         if argv[0] in commands:
             commands[argv[0]](argv[1:])
@@ -188,11 +255,27 @@ def main(argv: list[str] | None = None) -> int:
         config, workdir = parse_config_flags(argv[1:])
         from fedsim.driver import run
 
-        run(config, workdir)
+        print(summary_line(run(config, workdir), workdir))
     except ConfigError as err:
         print(f"fedsim: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # fedsim.driver.Interrupted, or Ctrl-C before the rounds
+        saved = err.args[0] if err.args else 0
+        where = f"resume from round {saved}" if saved else "start again"
+        print(f"fedsim: interrupted; rerun the same command to {where}", file=sys.stderr)
+        return 130
     return 0
+
+
+def summary_line(summary: dict, workdir) -> str:
+    """One line about a finished run: its final metrics, time and where its files are."""
+    personal = summary.get("personal_acc_mean")
+    return (
+        f"fedsim: {summary['rounds']} rounds in {summary['wall_s']:.0f} s: "
+        f"global_acc {summary['global_acc']:.4f}, personal_acc_mean {personal:.4f}, "
+        f"up {summary['up_mb']:.1f} MB, down {summary['down_mb']:.1f} MB; "
+        f"files in {workdir} (summary.json, metrics.jsonl)"
+    )
 
 
 if __name__ == "__main__":

@@ -24,32 +24,34 @@ from fedsim.errors import ConfigError
 def base_config() -> ConfigDict:
     """Defaults shared by every experiment (FedAvg-paper cell E=5, B=10, SGD 0.01)."""
     c = ConfigDict()
-    c.seed = 0
+    c.seed = 0  # initial model, client sampling and every other training draw
     c.data_seed = -1  # seed of the data (subset, partition, splits, poisoning); -1 = seed
-    c.smoke = False
-    c.algorithm = "fedavg"
-    c.model = "cnn"
-    c.model_kwargs = ConfigDict()
-    c.dataset = "mnist_subset"
+    c.smoke = False  # set by a config ARG ``smoke``: a seconds-long run
+    c.algorithm = "fedavg"  # a registered name or module:attr; config.<name> holds its keys
+    c.model = "cnn"  # a registered name or an import path (a Flax module or make function)
+    c.model_kwargs = ConfigDict()  # the model's arguments, e.g. {"factorized": True}
+    c.dataset = (
+        "mnist_subset"  # offline name, TFDS name, "npz" or an import path (seed -> ArrayDataset)
+    )
     c.data_path = ""  # the .npz file for dataset='npz'
     c.data_dir = ""  # TFDS data directory for TFDS datasets (TFDS's default when empty)
     c.max_windows_per_client = 2000  # shakespeare: windows kept per client and split (0 = all)
     c.train_examples = 0  # use a seeded random subset of this many training examples (0 = all)
-    c.partition = "dirichlet"
+    c.partition = "dirichlet"  # iid, dirichlet, label_quantity, shards, quantity or natural
     c.alpha = 0.5  # dirichlet label skew
     c.labels_per_client = 2  # label_quantity ('#C=k')
     c.shards_per_client = 2  # shards
     c.beta = 0.5  # quantity skew
-    c.min_client_size = 10
-    c.num_clients = 100
-    c.clients_per_round = 10
-    c.client_fraction = config_dict.placeholder(float)
-    c.rounds = 100
-    c.local_epochs = 5
-    c.batch_size = 10
-    c.eval_every = 5
-    c.client_lr = 0.01
-    c.client_optimizer = "sgd"
+    c.min_client_size = 10  # dirichlet: redraw until every client has this many examples
+    c.num_clients = 100  # the population
+    c.clients_per_round = 10  # clients sampled each round (K)
+    c.client_fraction = config_dict.placeholder(float)  # if set, K = fraction x num_clients
+    c.rounds = 100  # communication rounds
+    c.local_epochs = 5  # local epochs each sampled client trains (E)
+    c.batch_size = 10  # local minibatch size (B)
+    c.eval_every = 5  # rounds between evaluations (the last round is always evaluated)
+    c.client_lr = 0.01  # client learning rate (traceable in a vmapped sweep)
+    c.client_optimizer = "sgd"  # optax name of the client optimiser
     c.client_momentum = 0.0  # passed to the client optimiser as ``momentum`` when > 0
     # shared by personalised methods (clients that validate, prune or fine-tune locally)
     c.val_fraction = 0.0  # share of each client's training data held out for local validation
@@ -61,21 +63,22 @@ def base_config() -> ConfigDict:
     c.dp_clip = 0.0  # clip norm C of every client's update
     c.dp_noise = 1.0  # noise multiplier z (noise std z C on the sum of clipped updates)
     c.dp_target_epsilon = 0.0  # > 0: compute z so that the whole run costs this epsilon
-    c.dp_delta = 1e-5
+    c.dp_delta = 1e-5  # delta of the (epsilon, delta) guarantee
     c.dp_accountant = "rdp"  # 'rdp' or 'pld' (dp-accounting)
     c.dp_mask = "client"  # sparse updates: 'client' coverage (reveals masks) or 'fixed' denominator
     c.dp_target_quantile = 0.0  # > 0: adaptive clipping to this quantile of update norms
     c.dp_clip_lr = 0.2  # adaptive clipping's geometric step
     c.dp_count_noise = 0.0  # adaptive clipping: noise std on the unclipped count (0 = K / 20)
-    c.chunk_size = 0
+    c.chunk_size = 0  # clients per vmapped chunk; 0 = per platform (1 on CPU)
     c.devices = 1  # devices the round's clients are sharded over (0 = all; fedsim.engine.sharding)
-    c.eval_batch_size = 500
+    c.eval_batch_size = 500  # batch size of evaluation passes
     c.checkpoint_every = 0  # rounds between checkpoints; 0 = at every evaluation
+    c.keep_checkpoints = 1  # newest checkpoints kept; 0 = delete them when the run finishes
     # simulated faults (fedsim.engine.faults)
-    c.dropout_prob = 0.0
-    c.straggler_fraction = 0.0
-    c.straggler_work = 0.5
-    c.poison_fraction = 0.0
+    c.dropout_prob = 0.0  # each sampled client drops out with this probability
+    c.straggler_fraction = 0.0  # a fixed share of clients that straggle
+    c.straggler_work = 0.5  # share of its local steps a straggler finishes
+    c.poison_fraction = 0.0  # a fixed share of clients whose features are NaN
     for name in algorithms.ALGORITHMS:  # each algorithm's own hyper-parameters, as it declares them
         c[name] = ConfigDict(dict(algorithms.get_spec(name).hparams))
     return c
@@ -104,13 +107,7 @@ def parse_arg(arg: str | None) -> dict:
     for item in filter(None, _top_level_items(arg or "")):
         key, sep, raw = item.partition("=")
         key = key.strip()
-        if not sep:
-            out[key] = True
-            continue
-        try:
-            out[key] = ast.literal_eval(raw.strip())
-        except (ValueError, SyntaxError):
-            out[key] = raw.strip()
+        out[key] = literal(raw) if sep else True
     return out
 
 
@@ -152,6 +149,11 @@ def set_value(config: ConfigDict, key: str, value, what: str = "config key") -> 
     if not isinstance(node, ConfigDict) or leaf not in node:
         raise ConfigError(f"{what} {key!r} is unknown{suggest_keys(config, key)}")
     current = node[leaf]
+    if isinstance(value, bool) and current is not None and not isinstance(current, bool):
+        raise ConfigError(
+            f"{key}={value!r}: {key} takes a {type(current).__name__} (a bare ARG key means True; "
+            f"write {key}=VALUE)"
+        )
     try:
         node[leaf] = type(current)(value) if _widen(current, value) else value
     except (TypeError, ValueError) as err:
@@ -182,6 +184,14 @@ def suggest_keys(config: ConfigDict, key: str) -> str:
     if close:
         return f"; did you mean {' or '.join(close)}? (every key: fedsim keys)"
     return "; every key with its default: fedsim keys"
+
+
+def literal(text: str):
+    """``text`` as a Python literal (``'0.1'`` -> 0.1, ``'(8,)'`` -> (8,)), else the text itself."""
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return text.strip()
 
 
 def with_overrides(config: ConfigDict, values: dict) -> ConfigDict:
@@ -228,6 +238,7 @@ NON_NEGATIVE = (
     "devices",
     "min_client_size",
     "checkpoint_every",
+    "keep_checkpoints",
     "max_windows_per_client",
     "finetune_epochs",
     "train_examples",

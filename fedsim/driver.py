@@ -1,11 +1,15 @@
 """The host side of a run: workdir files, checkpoints, TensorBoard and the progress bar.
 
 A workdir holds one run. ``run`` on a workdir made by the same config resumes from its newest
-checkpoint (metrics after that round are recomputed, identically); a different config is refused.
+checkpoint (metrics after that round are recomputed, identically); a finished run is not rerun; a
+config that differs only in a larger ``rounds`` extends the run from its newest checkpoint; any other
+config is refused.
 """
 
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -16,6 +20,7 @@ from fedsim.engine import loop
 from fedsim.engine.grid import check_batchable
 from fedsim.engine.setup import build_experiment
 from fedsim.errors import ConfigError
+from fedsim.metrics import report
 from fedsim.model_file import model_files
 
 
@@ -23,8 +28,14 @@ def _config_json(config) -> str:
     return config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
 
 
-def _existing_run(workdir: Path, config_json: str) -> bool:
-    """True when ``workdir`` holds a run of this config; raises when it holds anything else."""
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; ``args[0]`` is the newest checkpoint's round (0: none)."""
+
+
+def _existing_run(workdir: Path, config_json: str) -> str:
+    """What ``workdir`` holds for this config: ``'new'`` (nothing), ``'resume'`` (the same config),
+    ``'finished'`` (the same config, done) or ``'extend'`` (the same config but fewer ``rounds``);
+    raises on anything else."""
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError(f"workdir={str(workdir)!r} exists and is not a directory")
     saved = workdir / "config.json"
@@ -33,15 +44,19 @@ def _existing_run(workdir: Path, config_json: str) -> bool:
             raise ConfigError(
                 f"workdir={str(workdir)!r} holds metrics but no config.json; use a new workdir"
             )
-        return False
+        return "new"
     old, new = json.loads(saved.read_text()), json.loads(config_json)
-    if old != new:
-        key = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+    differing = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if differing == ["rounds"] and new["rounds"] > old["rounds"] and not new["dp_target_epsilon"]:
+        return "extend"
+    if differing:
+        key = differing[0]
         raise ConfigError(
             f"workdir={str(workdir)!r} was made by a different config ({key}: {old.get(key)!r} -> "
-            f"{new.get(key)!r}); resume with the same config or use a new workdir"
+            f"{new.get(key)!r}); resume with the same config (or a larger rounds, to extend it) "
+            "or use a new workdir"
         )
-    return True
+    return "finished" if (workdir / "summary.json").exists() else "resume"
 
 
 def _write_atomically(path: Path, content: str | bytes) -> None:
@@ -86,24 +101,42 @@ def run(config, workdir: str | os.PathLike, progress: bool = True) -> dict:
     workdir = Path(workdir)
     config = with_algorithm_section(config)
     config_json = _config_json(config)
-    resuming = _existing_run(workdir, config_json)
-    if resuming and (workdir / "summary.json").exists():
+    status = _existing_run(workdir, config_json)
+    if status == "finished":
+        _say(progress, f"{workdir} holds this run, finished after {config.rounds} rounds")
         return json.loads((workdir / "summary.json").read_text())
     experiment = build_experiment(config)
     workdir.mkdir(parents=True, exist_ok=True)
-    checkpoints = Checkpoints(workdir / "checkpoints")
-    start = checkpoints.restore_latest(loop.abstract_state(experiment)) if resuming else None
+    (workdir / "summary.json").unlink(missing_ok=True)  # an extended run is not finished
+    checkpoints = Checkpoints(workdir / "checkpoints", max(config.keep_checkpoints, 1))
+    start = None
+    if status != "new":
+        start = checkpoints.restore_latest(loop.abstract_state(experiment))
     first_round = start.round if start else 0
+    if first_round:
+        _say(progress, f"resuming from round {first_round}")
     _write_atomically(workdir / "config.json", config_json)
     _write_atomically(
         workdir / "metrics.jsonl", "".join(_metrics_up_to(workdir / "metrics.jsonl", first_round))
     )
     every = config.checkpoint_every or config.eval_every
     on_round = lambda record: _checkpoint(checkpoints, record, every, config.rounds)
-    record = _drive(loop.run([experiment], start), [workdir], first_round, config.rounds,
-                    "rounds", progress, on_round)  # fmt: skip
-    checkpoints.close()
-    return _write_results(workdir, record, 0, {"resumed_from_round": first_round})
+    classes = experiment.data.num_classes
+    try:
+        record = _drive(loop.run([experiment], start), [workdir], first_round, config.rounds,
+                        "rounds", progress, classes, on_round)  # fmt: skip
+    except KeyboardInterrupt:
+        raise Interrupted(checkpoints.latest_round() or 0) from None
+    finally:
+        checkpoints.close()
+    if config.keep_checkpoints == 0:
+        shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+    return _write_results(workdir, record, 0, {"resumed_from_round": first_round}, classes)
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(f"fedsim: {message}", flush=True)
 
 
 def _checkpoint(checkpoints: Checkpoints, record, every: int, rounds: int) -> None:
@@ -112,23 +145,29 @@ def _checkpoint(checkpoints: Checkpoints, record, every: int, rounds: int) -> No
 
 
 def _drive(records, workdirs: list[Path], first_round: int, rounds: int, label: str, progress,
-           on_round=None):  # fmt: skip
-    """Consumes the loop's records: metrics rows to each workdir's files, the progress bar, and
-    ``on_round(record)``; returns the last record."""
+           classes: int, on_round=None):  # fmt: skip
+    """Consumes the loop's records: metrics rows to each workdir's files (with a warning when a run
+    diverges), the progress bar, and ``on_round(record)``; returns the last record."""
     from tensorboardX import SummaryWriter
 
     boards = [SummaryWriter(str(w), purge_step=first_round + 1) for w in workdirs]
     bar = tqdm(total=rounds, initial=first_round, desc=label, unit="round", disable=not progress)
-    record = None
+    record, warned = None, set()
     with bar:
         for record in records:
             for workdir, board, row in zip(workdirs, boards, record.rows, strict=True):
                 if row is not None:
                     with open(workdir / "metrics.jsonl", "a") as metrics_file:
                         _log_row(metrics_file, board, row)
+                    why = report.divergence(_losses(workdir), classes)
+                    if why and workdir not in warned:
+                        warned.add(workdir)
+                        tqdm.write(f"fedsim: warning: {workdir} is diverging after round "
+                                   f"{row['round']}: {why}; lower client_lr or the server's lr",
+                                   file=sys.stderr)  # fmt: skip
             if on_round is not None:
                 on_round(record)
-            postfix = {"MB": f"{record.traffic_mb[0]:.1f}"}
+            postfix = {"up+down MB": f"{record.traffic_mb[0]:.1f}"}
             if record.global_acc[0] is not None:
                 postfix["acc"] = f"{record.global_acc[0]:.3f}"
             bar.set_postfix(postfix, refresh=False)
@@ -138,10 +177,17 @@ def _drive(records, workdirs: list[Path], first_round: int, rounds: int, label: 
     return record
 
 
-def _write_results(workdir: Path, record, g: int, extra: dict) -> dict:
+def _losses(workdir: Path) -> list:
+    """The training loss of every evaluated round in ``workdir/metrics.jsonl``."""
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["loss"] for line in lines]
+
+
+def _write_results(workdir: Path, record, g: int, extra: dict, num_classes: int) -> dict:
     """The files of cell ``g``'s finished run: model, ``personal_acc.json`` and, last,
     ``summary.json`` (the loop's summary plus ``extra``)."""
     summary = {**record.summaries[g], **extra}
+    summary["diverged"] = report.divergence(_losses(workdir), num_classes)
     for name, content in model_files(record.state(g).server_state.model).items():
         _write_atomically(workdir / name, content)
     personal = {"round": summary["rounds"], "personal_acc": record.personal_acc[g].tolist()}
@@ -168,7 +214,7 @@ def run_grid(configs, workdirs: list, progress: bool = True) -> list[dict]:
         workdir.mkdir(parents=True)
         _write_atomically(workdir / "config.json", _config_json(config))
         (workdir / "metrics.jsonl").write_text("")
-    label = f"{len(configs)} cells"
-    record = _drive(loop.run(experiments), workdirs, 0, configs[0].rounds, label, progress)
+    label, classes = f"{len(configs)} cells", experiments[0].data.num_classes
+    record = _drive(loop.run(experiments), workdirs, 0, configs[0].rounds, label, progress, classes)
     extra = {"resumed_from_round": 0, "grid_cells": len(configs)}
-    return [_write_results(w, record, g, extra) for g, w in enumerate(workdirs)]
+    return [_write_results(w, record, g, extra, classes) for g, w in enumerate(workdirs)]

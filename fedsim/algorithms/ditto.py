@@ -49,7 +49,10 @@ def ditto(
 SPEC = AlgorithmSpec(
     "ditto",
     lambda hp, setup: ditto(setup.model, setup.optimizer, server_optimizer(hp), lam=hp["lam"]),
-    hparams={"lam": 0.1, **SERVER_SGD},
+    hparams={
+        "lam": 0.1,  # pull of each personal model towards the global one (paper's lambda)
+        **SERVER_SGD,
+    },
     traceable=("lam", "server_lr"),
     check=lambda hp: check_ranges(hp, "ditto", lam=">=0", server_lr=">0"),
 )

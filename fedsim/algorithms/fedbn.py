@@ -18,6 +18,7 @@ from fedsim.algorithms.local import local_train
 from fedsim.algorithms.spec import AlgorithmSpec
 from fedsim.compress import masks
 from fedsim.compress.encode import dense_bytes
+from fedsim.errors import ConfigError
 from fedsim.models.base import Model, ModelVars
 
 
@@ -47,6 +48,11 @@ def fedbn(
         return ModelVars(masks.merge_norm(server_state.model.params, own.norm), own.state)
 
     def client_init(model_vars):
+        if not any(jax.tree.leaves(masks.norm_flags(model_vars.params))):
+            raise ConfigError(
+                f"algorithm={name!r} with model={model.name!r}: the model has no normalisation "
+                "layers, so FedBN would be FedAvg; use a model with them (e.g. bn_cnn) or fedavg"
+            )
         return ClientState(masks.split_norm(model_vars.params)[1], model_vars.state)
 
     def client_update(server_state, own: ClientState, task, dataset):

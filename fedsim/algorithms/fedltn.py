@@ -274,7 +274,7 @@ SPEC = AlgorithmSpec(
     hparams={
         **masked.PRUNING,
         "server_lr": 1.0,  # with server_momentum beta the server moves lr / (1 - beta) x the mean
-        "server_momentum": 0.9,
+        "server_momentum": 0.9,  # momentum beta over the covered coordinates of the masked mean
         "density_budgets": (),  # lean start: per-client density tiers, e.g. (1.0, 0.5, 0.25)
         "jump_start_rounds": 0,  # Jump-Start: local-only virtual rounds before round 1 (paper: 3)
     },

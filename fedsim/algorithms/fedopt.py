@@ -91,6 +91,18 @@ def fedadagrad(model: Model, client_optimizer, server_lr=1e-2, b1=0.0, tau=1e-3)
     return fedavg_lib.fedavg(model, client_optimizer, server, name="fedadagrad")
 
 
+FEDAVGM = AlgorithmSpec(
+    "fedavgm",
+    lambda hp, setup: fedavgm(setup.model, setup.optimizer, hp["server_lr"], hp["momentum"]),
+    hparams={
+        "server_lr": 1.0,  # with momentum beta the server moves lr / (1 - beta) x the mean update
+        "momentum": 0.9,  # server momentum beta
+    },
+    traceable=("server_lr",),
+    check=lambda hp: check_ranges(hp, "fedavgm", server_lr=">0", momentum="[0,1)"),
+)
+
+
 def _adaptive(name: str, factory, server_lr: float = 1e-2):
     """The spec of a FedOpt algorithm with Reddi et al.'s server learning rate ``1e-2``."""
     build = lambda hp, setup: factory(
@@ -99,23 +111,24 @@ def _adaptive(name: str, factory, server_lr: float = 1e-2):
     check = lambda hp: check_ranges(
         hp, name, server_lr=">0", beta1="[0,1)", beta2="[0,1)", tau=">0"
     )
-    hparams = {"server_lr": server_lr, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3}
+    hparams = {
+        "server_lr": server_lr,  # server learning rate (Reddi et al.: 1e-2)
+        "beta1": 0.9,  # first-moment decay
+        "beta2": 0.99,  # second-moment decay
+        "tau": 1e-3,  # adaptivity: added outside the square root; v starts at tau^2
+    }
     return AlgorithmSpec(name, build, hparams, ("server_lr", "beta1", "beta2", "tau"), check)
 
 
-FEDAVGM = AlgorithmSpec(
-    "fedavgm",
-    lambda hp, setup: fedavgm(setup.model, setup.optimizer, hp["server_lr"], hp["momentum"]),
-    hparams={"server_lr": 1.0, "momentum": 0.9},
-    traceable=("server_lr",),
-    check=lambda hp: check_ranges(hp, "fedavgm", server_lr=">0", momentum="[0,1)"),
-)
 FEDADAM = _adaptive("fedadam", fedadam)
 FEDYOGI = _adaptive("fedyogi", fedyogi)
 FEDADAGRAD = AlgorithmSpec(
     "fedadagrad",
     lambda hp, setup: fedadagrad(setup.model, setup.optimizer, hp["server_lr"], 0.0, hp["tau"]),
-    hparams={"server_lr": 1e-2, "tau": 1e-3},
+    hparams={
+        "server_lr": 1e-2,  # server learning rate (Reddi et al.: 1e-2)
+        "tau": 1e-3,  # adaptivity: added outside the square root; v starts at tau^2
+    },
     traceable=("server_lr", "tau"),
     check=lambda hp: check_ranges(hp, "fedadagrad", server_lr=">0", tau=">0"),
 )

@@ -23,7 +23,10 @@ def fedprox(model: Model, client_optimizer, mu: float = 0.01, server_optimizer=N
 SPEC = AlgorithmSpec(
     "fedprox",
     lambda hp, setup: fedprox(setup.model, setup.optimizer, hp["mu"], server_optimizer(hp)),
-    hparams={"mu": 0.01, **SERVER_SGD},
+    hparams={
+        "mu": 0.01,  # proximal strength: mu (w - w_server) joins every local gradient (paper: 0.001-1)
+        **SERVER_SGD,
+    },
     traceable=("mu", "server_lr"),
     check=lambda hp: check_ranges(hp, "fedprox", mu=">=0", server_lr=">0"),
 )

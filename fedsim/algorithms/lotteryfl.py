@@ -97,7 +97,10 @@ def _build(hp: dict, setup: ClientSetup) -> FederatedAlgorithm:
 SPEC = AlgorithmSpec(
     "lotteryfl",
     _build,
-    hparams={**masked.PRUNING, "prune_threshold": 0.2},
+    hparams={
+        **masked.PRUNING,
+        "prune_threshold": 0.2,  # its code: prune once validation accuracy exceeds 20 %
+    },
     check=lambda hp: masked.check_pruning(hp, "lotteryfl"),
     needs_validation=True,
 )

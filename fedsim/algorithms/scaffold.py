@@ -106,7 +106,9 @@ def _build(hparams: dict, setup: ClientSetup) -> FederatedAlgorithm:
 SPEC = AlgorithmSpec(
     "scaffold",
     _build,
-    hparams={"server_lr": 1.0},
+    hparams={
+        "server_lr": 1.0,  # the global step size (the paper's eta_g)
+    },
     traceable=("server_lr",),
     check=lambda hp: check_ranges(hp, "scaffold", server_lr=">0"),
 )

@@ -61,7 +61,10 @@ def server_optimizer(hparams: dict) -> optax.GradientTransformation:
     return make_optimizer("server_optimizer", hparams["server_optimizer"], hparams["server_lr"])
 
 
-SERVER_SGD = {"server_optimizer": "sgd", "server_lr": 1.0}
+SERVER_SGD = {
+    "server_optimizer": "sgd",  # optax name of the server optimiser on the pseudo-gradient -mean(delta)
+    "server_lr": 1.0,  # server learning rate (1 with SGD: the plain average)
+}
 
 
 RULES = {

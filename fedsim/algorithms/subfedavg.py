@@ -133,7 +133,11 @@ def _check(hp: dict) -> None:
 SPEC = AlgorithmSpec(
     "subfedavg",
     _build,
-    hparams={**masked.PRUNING, "prune_rate": 0.1, "dist_thresh": 1e-4},
+    hparams={
+        **masked.PRUNING,
+        "prune_rate": 0.1,  # its script: 10 % of the kept weights per prune event
+        "dist_thresh": 1e-4,  # mask change (normalised Hamming distance) needed to accept a prune
+    },
     check=_check,
     needs_validation=True,
 )

@@ -37,7 +37,7 @@ def _sources(name: str, data_dir: str | None):
     """The train and test data sources, preparing the dataset when that is possible."""
     try:
         return tfds.data_source(name, split=list(SPLITS), data_dir=data_dir, download=False)
-    except tfds.core.registered.DatasetNotFoundError:
+    except (tfds.core.registered.DatasetNotFoundError, ValueError):  # ValueError: not a TFDS name
         raise UnknownDataset(f"dataset={name!r} is not a TFDS dataset name") from None
     except (AssertionError, FileNotFoundError, NotImplementedError, KeyError) as err:
         if tfds.builder(name, data_dir=data_dir).is_prepared():

@@ -141,8 +141,9 @@ def _algorithm(config, model: Model, dp, data: FederatedData) -> tuple[Callable,
         return spec.build({**hparams, **own}, setup)
 
     algorithm = build(values)
+    abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), data.x_train[:1])
+    jax.eval_shape(lambda v: (algorithm.server_init(v), algorithm.client_init(v)), abstract)
     if dp is not None:
-        abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), data.x_train[:1])
         privacy.check_wrappable(algorithm, abstract, Dataset(data.x_train, data.y_train))
     return lambda values: privacy.wrap(build(values), dp, config.seed), values
 

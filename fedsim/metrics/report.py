@@ -127,3 +127,15 @@ def summary(last: dict, counters: dict, *, compile_s, wall_s, rounds, noise, poi
         "dp_noise_multiplier": noise,
         "poisoned_clients": [int(i) for i in poisoned],
     }
+
+
+def divergence(losses: list, num_classes: int) -> str | None:
+    """Why a run with these evaluated training losses (``None``: no client succeeded) is diverging,
+    or None: a missing or non-finite loss, or one above 3x chance level ``ln(num_classes)``."""
+    ceiling = 3 * np.log(num_classes)
+    for loss in losses:
+        if loss is None or not np.isfinite(loss):
+            return "every client's update was non-finite or missing"
+        if loss > ceiling:
+            return f"training loss {loss:.3g} is above 3x chance level ({ceiling:.3g})"
+    return None
