@@ -136,6 +136,33 @@ def build_federated_data(
       client_test: optional, one array of indices into ``dataset.y_test`` per client: each
         client's own test split (natural federations), kept in the given order.
     """
+    _check_split_arguments(client_train, min_test, client_test)
+    flat, lengths, histogram = _train_split(dataset, client_train)
+    if client_test is not None:
+        test_indices, num_test = _given_test_split(dataset, client_test)
+    else:
+        test_indices, num_test = _drawn_test_split(dataset, histogram, rng, min_test)
+
+    return FederatedData(
+        name=dataset.name,
+        x_train=dataset.x_train,
+        y_train=dataset.y_train,
+        x_test=dataset.x_test,
+        y_test=dataset.y_test,
+        client_indices=_padded(flat, lengths),
+        num_examples=lengths.astype(np.int32),
+        client_test_indices=_padded(test_indices, num_test),
+        num_test=num_test.astype(np.int32),
+        label_histogram=histogram.astype(np.int32),
+        num_classes=dataset.num_classes,
+    )
+
+
+def _check_split_arguments(
+    client_train: list[np.ndarray], min_test: int, client_test: list[np.ndarray] | None
+) -> None:
+    """ConfigError (one line) unless there is a client, ``min_test >= 0`` and, when given,
+    ``client_test`` has one array per client."""
     if not client_train:
         raise ConfigError("client_train=[] must hold at least one client's indices")
     if min_test < 0:
@@ -145,6 +172,13 @@ def build_federated_data(
             f"client_test has {len(client_test)} clients but client_train has "
             f"{len(client_train)}; give one test index array per client"
         )
+
+
+def _train_split(
+    dataset: ArrayDataset, client_train: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat training indices (checked), per-client counts and the ``[C, num_classes]`` label
+    histogram of the given per-client training splits."""
     num_train, num_clients, num_classes = (
         len(dataset.y_train),
         len(client_train),
@@ -162,24 +196,7 @@ def build_federated_data(
     histogram = np.bincount(
         owner * num_classes + dataset.y_train[flat], minlength=num_clients * num_classes
     ).reshape(num_clients, num_classes)
-    if client_test is not None:
-        test_indices, num_test = _given_test_split(dataset, client_test)
-    else:
-        test_indices, num_test = _drawn_test_split(dataset, histogram, rng, min_test)
-
-    return FederatedData(
-        name=dataset.name,
-        x_train=dataset.x_train,
-        y_train=dataset.y_train,
-        x_test=dataset.x_test,
-        y_test=dataset.y_test,
-        client_indices=_padded(flat, lengths),
-        num_examples=lengths.astype(np.int32),
-        client_test_indices=_padded(test_indices, num_test),
-        num_test=num_test.astype(np.int32),
-        label_histogram=histogram.astype(np.int32),
-        num_classes=num_classes,
-    )
+    return flat, lengths, histogram
 
 
 def _given_test_split(

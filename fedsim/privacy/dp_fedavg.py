@@ -25,6 +25,7 @@ Model state that is not trained by gradient (BatchNorm running statistics) is no
 since it would be released without noise: the server keeps its own.
 """
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -130,6 +131,56 @@ def check_wrappable(algorithm: FederatedAlgorithm, model_vars, dataset: Dataset)
     require_update(algorithm.name, result.contribution)
 
 
+def clipped_client_update(
+    algorithm: FederatedAlgorithm, server_state: DPServerState, client_state, task, dataset
+):
+    """``algorithm``'s client step with its ``Update`` unweighted and clipped to the current norm:
+    the result carries a ``ClippedUpdate`` (zero state: the server keeps its own statistics)."""
+    result = algorithm.client_update(server_state.inner, client_state, task, dataset)
+    sent = require_update(algorithm.name, result.contribution)
+    update = jax.tree.map(lambda d: d / sent.weight, sent.delta)
+    clipped, norm = clip_by_norm(update, server_state.clip)
+    private = ClippedUpdate(
+        delta=clipped,
+        unclipped=(norm <= server_state.clip).astype(jnp.float32),
+        coverage=jax.tree.map(lambda c: c / sent.weight, sent.coverage),
+        state=jax.tree.map(jnp.zeros_like, sent.state),
+    )
+    return result._replace(contribution=private)
+
+
+def noisy_server_update(
+    algorithm: FederatedAlgorithm,
+    settings: DPSettings,
+    server_state: DPServerState,
+    total: ClippedUpdate,
+):
+    """Gaussian noise on the sum of clipped updates, ``algorithm``'s server step on the
+    fixed-denominator mean, then (adaptive clipping) the clip norm moved by the noisy count."""
+    update_std = settings.update_noise_multiplier
+    denominator = jnp.float32(settings.expected_clients)
+    key, noise_key, count_key = jax.random.split(server_state.key, 3)
+    coverage = total.coverage
+    if settings.fixed_mask:
+        coverage = jax.tree.map(lambda c: jnp.full_like(c, denominator), coverage)
+    kept = None
+    if total.state is not None:
+        kept = {name: server_state.model.state[name] for name in total.state}
+    inner_total = Update(
+        delta=add_gaussian_noise(total.delta, update_std * server_state.clip, noise_key),
+        weight=denominator,
+        coverage=coverage,
+        state=jax.tree.map(lambda s: denominator * s, kept),
+    )
+    inner = algorithm.server_update(server_state.inner, inner_total)
+    clip = server_state.clip
+    if settings.target_quantile is not None:
+        count = total.unclipped + settings.count_noise * jax.random.normal(count_key)
+        below = count / denominator
+        clip = clip * jnp.exp(-settings.clip_lr * (below - settings.target_quantile))
+    return DPServerState(inner, clip, key)
+
+
 def dp_fedavg(algorithm: FederatedAlgorithm, settings: DPSettings, seed: int) -> FederatedAlgorithm:
     """``algorithm`` with clipped client updates and a noisy fixed-denominator mean on the server.
 
@@ -144,47 +195,10 @@ def dp_fedavg(algorithm: FederatedAlgorithm, settings: DPSettings, seed: int) ->
     >>> private.name
     'fedavg+dp'
     """
-    update_std = settings.update_noise_multiplier
-    denominator = jnp.float32(settings.expected_clients)
 
     def server_init(model_vars):
         key = jax.random.fold_in(jax.random.PRNGKey(seed), 3)
         return DPServerState(algorithm.server_init(model_vars), jnp.float32(settings.clip), key)
-
-    def client_update(server_state, client_state, task, dataset):
-        result = algorithm.client_update(server_state.inner, client_state, task, dataset)
-        sent = require_update(algorithm.name, result.contribution)
-        update = jax.tree.map(lambda d: d / sent.weight, sent.delta)
-        clipped, norm = clip_by_norm(update, server_state.clip)
-        private = ClippedUpdate(
-            delta=clipped,
-            unclipped=(norm <= server_state.clip).astype(jnp.float32),
-            coverage=jax.tree.map(lambda c: c / sent.weight, sent.coverage),
-            state=jax.tree.map(jnp.zeros_like, sent.state),
-        )
-        return result._replace(contribution=private)
-
-    def server_update(server_state, total: ClippedUpdate):
-        key, noise_key, count_key = jax.random.split(server_state.key, 3)
-        coverage = total.coverage
-        if settings.fixed_mask:
-            coverage = jax.tree.map(lambda c: jnp.full_like(c, denominator), coverage)
-        kept = None
-        if total.state is not None:
-            kept = {name: server_state.model.state[name] for name in total.state}
-        inner_total = Update(
-            delta=add_gaussian_noise(total.delta, update_std * server_state.clip, noise_key),
-            weight=denominator,
-            coverage=coverage,
-            state=jax.tree.map(lambda s: denominator * s, kept),
-        )
-        inner = algorithm.server_update(server_state.inner, inner_total)
-        clip = server_state.clip
-        if settings.target_quantile is not None:
-            count = total.unclipped + settings.count_noise * jax.random.normal(count_key)
-            below = count / denominator
-            clip = clip * jnp.exp(-settings.clip_lr * (below - settings.target_quantile))
-        return DPServerState(inner, clip, key)
 
     def unwrap(function):
         if function is None:
@@ -202,8 +216,8 @@ def dp_fedavg(algorithm: FederatedAlgorithm, settings: DPSettings, seed: int) ->
     return algorithm._replace(
         name=f"{algorithm.name}+dp",
         server_init=server_init,
-        client_update=client_update,
-        server_update=server_update,
+        client_update=functools.partial(clipped_client_update, algorithm),
+        server_update=functools.partial(noisy_server_update, algorithm, settings),
         personalize=unwrap(algorithm.personalize),
         submodels=unwrap(algorithm.submodels),
         report=report,
