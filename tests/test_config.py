@@ -22,7 +22,7 @@ def test_parse_arg_literals_and_bare_flags():
 
 def test_load_config_applies_arg_and_locks():
     config = config_lib.load_config(f"{ROOT}/configs/fedavg.py:algorithm=fedadam,alpha=1")
-    assert config.algorithm == "fedadam" and config.server_lr == pytest.approx(1e-2)
+    assert config.algorithm == "fedadam" and config.fedadam.server_lr == pytest.approx(1e-2)
     assert config.alpha == 1.0 and isinstance(config.alpha, float)
     with pytest.raises(AttributeError):
         config.not_a_key = 1

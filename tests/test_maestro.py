@@ -304,7 +304,7 @@ def test_central_maestro_and_svd_baseline_runs(tmp_path):
     dense, svd, maestro_dir = tmp_path / "dense", tmp_path / "svd", tmp_path / "maestro"
     assert main(["run", f"--config={MAESTRO}:smoke,method=dense", f"--workdir={dense}"]) == 0
     full = _last_metrics(dense)["params"]
-    arg = "smoke,lambda_gl=0.05,epsilon_ps=0.05,rounds=3"
+    arg = "smoke,maestro.lambda_gl=0.05,maestro.epsilon_ps=0.05,rounds=3"
     assert main(["run", f"--config={MAESTRO}:{arg}", f"--workdir={maestro_dir}"]) == 0
     last = _last_metrics(maestro_dir)
     assert last["params"] < full and last["params_p100"] == last["params"]
@@ -322,9 +322,11 @@ def test_central_maestro_and_svd_baseline_runs(tmp_path):
     "arg, named",
     [
         ("smoke,method=svd,init_from=/no/such/run", "init_from='/no/such/run'"),
-        ("smoke,rank_tiers=0.5", "rank_tiers"),
+        ("smoke,maestro.rank_tiers=0.5", "maestro.rank_tiers"),
+        ("smoke,maestro.rank_tiers=(0.5,2.0)", "maestro.rank_tiers=(0.5, 2.0)"),
         ("smoke,algorithm=fedavg", "factorized=True"),
-        ("smoke,lambda_gl=-1.0", "lambda_gl=-1.0"),
+        ("smoke,maestro.lambda_gl=-1.0", "maestro.lambda_gl=-1.0"),
+        ("smoke,lambda_gl=0.1", "did you mean maestro.lambda_gl"),
         ("smoke,mode=distributed", "mode='distributed'"),
     ],
 )
