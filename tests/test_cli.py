@@ -80,7 +80,6 @@ def test_bad_input_exits_2_with_one_line(flags, named, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv",
     [
-        [],
         ["train"],
         ["run", f"--config={QUICK}:smoke"],
         ["run", "--workdir=/tmp/x"],

@@ -396,7 +396,9 @@ PRIVATIZABLE = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagra
 SPARSE = ("ditto", "lotteryfl", "subfedavg", "fedltn")
 
 
-@pytest.mark.parametrize("name", PRIVATIZABLE + SPARSE + ("scaffold", "fedbn", "local_only"))
+# fedbn's own message is refused the same way; on this toy MLP it is refused earlier, at client_init
+# (a model without normalisation layers), so scaffold and local_only stand for the non-Update case.
+@pytest.mark.parametrize("name", PRIVATIZABLE + SPARSE + ("scaffold", "local_only"))
 def test_check_wrappable_tells_from_the_algorithm_whether_it_sends_an_update(toy, name):
     fed, model, init = toy
     spec = get_spec(name)

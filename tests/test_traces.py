@@ -47,6 +47,8 @@ def test_round_traced_once_over_rounds(algorithm):
     if algorithm == "maestro":  # ranks shrink every round, still one trace
         config.maestro.update(lambda_gl=0.05, epsilon_ps=0.5, rank_tiers=(0.5, 1.0))
         config.model_kwargs.factorized = True
+    if algorithm == "fedbn":  # it needs normalisation layers
+        config.model, config.model_kwargs = "bn_cnn", {"width": 4}
     round_fn, server, clients, federation = round_and_state(config)
     round_fn = jax.jit(chex.assert_max_traces(round_fn, n=1))
     key = jax.random.PRNGKey(0)
