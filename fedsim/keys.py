@@ -45,7 +45,9 @@ def reference(config) -> list[tuple[str, str, object, str]]:
         if _is_section(key, value):
             spec = algorithms.get_spec(key if key in algorithms.ALGORITHMS else config.algorithm)
             meanings = _comments(SECTION_COMMENT, *_section_sources(spec))
-            rows += [(key, k, v, meanings.get(k, "")) for k, v in value.items()]
+            for k, v in value.items():
+                mark = " *(traceable)*" if k in spec.traceable else ""
+                rows.append((key, k, v, meanings.get(k, "") + mark))
     return rows
 
 

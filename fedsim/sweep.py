@@ -2,9 +2,10 @@
 
 New cells that differ only in seeds or traceable hyper-parameters (``client_lr`` and the keys each
 algorithm's ``AlgorithmSpec.traceable`` names, ``fedsim.engine.grid``; seeds need a fixed ``data_seed``
-so that every cell has the same data shapes) train as one vmapped program. The others run one after another (finished cells skipped, interrupted ones resumed) with
-JAX's persistent compilation cache in ``DIR/.jax_cache``, so identical programs compile once. Writes
-``DIR/sweep.json`` (every cell's overrides and summary), ``DIR/results.csv`` and ``DIR/sweep.png``.
+so that every cell has the same data shapes) train as one vmapped program. The others run one after
+another (finished cells skipped, interrupted ones resumed) with JAX's persistent compilation cache in ``DIR/.jax_cache``, so identical programs compile once. Writes
+``DIR/sweep.json`` (every cell's overrides and summary), ``DIR/results.csv``, ``DIR/results.md`` (seeds
+pooled, mean ± sd) and ``DIR/sweep.png``.
 """
 
 import csv
@@ -15,7 +16,7 @@ import jax
 
 from fedsim import driver
 from fedsim.engine.grid import NotBatchable
-from fedsim.metrics.plots import plot_sweep
+from fedsim.metrics.plots import plot_sweep, pooled_name
 
 CSV_FIELDS = (
     "global_acc",
@@ -73,8 +74,38 @@ def run_sweep(cells: list[tuple[dict, object]], workdir, progress: bool = True) 
     ]
     (workdir / "sweep.json").write_text(json.dumps(results, indent=2) + "\n")
     write_csv(results, workdir / "results.csv")
+    write_markdown(results, workdir / "results.md")
     plot_sweep(results, workdir / "sweep.png")
     return results
+
+
+TABLE_FIELDS = ("global_acc", "personal_acc_mean", "personal_acc_worst10", "up_mb", "model_mb")
+
+
+def write_markdown(results: list[dict], path: Path) -> None:
+    """A comparison table: one row per cell with its seeds pooled (mean ± sd over seeds)."""
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(pooled_name(r["overrides"]), []).append(r["summary"])
+    lines = [
+        "| cell | seeds | " + " | ".join(TABLE_FIELDS) + " |",
+        "|---|---|" + "---|" * len(TABLE_FIELDS),
+    ]
+    for name, summaries in groups.items():
+        cells = [_mean_sd([s.get(f) for s in summaries]) for f in TABLE_FIELDS]
+        lines.append(f"| {name} | {len(summaries)} | " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _mean_sd(values: list) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return ""
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.4g}"
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.4g} ± {sd:.2g}"
 
 
 def write_csv(results: list[dict], path: Path) -> None:

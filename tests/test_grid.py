@@ -107,6 +107,10 @@ def test_sweep_trains_seeds_as_one_grid_and_writes_csv_and_figure(tmp_path, caps
     assert [int(r["seed"]) for r in rows] == list(range(8))
     assert all(r["grid_cells"] == "8" and 0 <= float(r["global_acc"]) <= 1 for r in rows)
     assert (tmp_path / "sweep.png").stat().st_size > 0
+    table = (tmp_path / "results.md").read_text().splitlines()
+    assert table[2].startswith("| data_seed=0 | 8 | ") and " ± " in table[2]  # seeds pooled
+    assert main(["plot", "--workdir", str(tmp_path), "--out", str(tmp_path / "figures")]) == 0
+    assert (tmp_path / "figures" / "accuracy_vs_round.png").stat().st_size > 0
     cell = tmp_path / "seed=3-data_seed=0"
     assert {"config.json", "metrics.jsonl", "summary.json", "model.msgpack"} <= {
         p.name for p in cell.iterdir()

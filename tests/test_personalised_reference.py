@@ -427,15 +427,17 @@ LAM = 0.5
 def ditto_reference(model, fed, init, per_round):
     """Ditto (Li et al. 2021, Algorithm 1): the global model by FedAvg (weighted by ``n_k``); each
     sampled client also runs the same local schedule on its personal ``v_k`` with gradient
-    ``grad F_k(v_k) + lambda (v_k - w^t)``, ``w^t`` the global model it received."""
+    ``grad F_k(v_k) + lambda (v_k - w^t)``, ``w^t`` the global model it received. Returns the
+    personal models (None for a client never sampled)."""
     w_g, s_g = f64(init.params), f64(init.state)
-    clients = [ModelVars(w_g, s_g) for _ in range(NUM_CLIENTS)]
+    start = ModelVars(w_g, s_g)
+    clients = [None] * NUM_CLIENTS
     for r in range(ROUNDS):
         trained, states, weights = [], [], []
         for c in sampled_clients(fed, r, per_round):
             batches = local_batches(fed, r, c, per_round)
             w, s = sgd(model, fed, w_g, s_g, batches)
-            v, vs = sgd(model, fed, *clients[c], batches, prox=(LAM, w_g))
+            v, vs = sgd(model, fed, *(clients[c] or start), batches, prox=(LAM, w_g))
             clients[c] = ModelVars(v, vs)
             trained.append(w)
             states.append(s)
@@ -444,7 +446,7 @@ def ditto_reference(model, fed, init, per_round):
     return (w_g, s_g), clients
 
 
-@pytest.mark.parametrize(("per_round", "chunk"), [(2, 2)])
+@pytest.mark.parametrize(("per_round", "chunk"), [(1, 1), (2, 2)])
 def test_ditto_matches_python_loop(toy, per_round, chunk):
     fed, model, init = toy
     algorithm = ditto(model, optax.sgd(LR), lam=LAM)
@@ -453,9 +455,12 @@ def test_ditto_matches_python_loop(toy, per_round, chunk):
 
     assert_close(server.model.params, w_g)
     assert_close(server.model.state, s_g)
+    assert (None in clients) == (per_round == 1)  # never sampled: it deploys the global model
     for row, want in zip(rows, clients, strict=True):
-        assert_close(row, want)
-    for got, want in zip(engine_personal(algorithm, server, rows, fed), clients, strict=True):
+        assert bool(row.trained) == (want is not None)
+        assert_close(row.model, want or init)
+    deployed = [want or ModelVars(w_g, s_g) for want in clients]
+    for got, want in zip(engine_personal(algorithm, server, rows, fed), deployed, strict=True):
         assert_close(got, want)
 
 

@@ -3,17 +3,28 @@ Personalization', ICML 2021 (Algorithm 1).
 
 The global model trains by FedAvg. Each sampled client also trains its personal model ``v_k`` for the
 same local schedule on ``F_k(v) + lambda/2 ||v - w||^2``, with ``w`` the global model it received; ``v_k``
-(with its own BatchNorm statistics) persists on the client and is what it deploys.
+(with its own BatchNorm statistics) persists on the client and is what it deploys. A client that was
+never sampled has no personal model yet and deploys the current global model.
 """
 
+from typing import NamedTuple
+
 import jax
+import jax.numpy as jnp
 import optax
 
 from fedsim.algorithms.base import FederatedAlgorithm, dense_personal
 from fedsim.algorithms.fedavg import fedavg
 from fedsim.algorithms.local import local_train
 from fedsim.algorithms.spec import SERVER_SGD, AlgorithmSpec, check_ranges, server_optimizer
-from fedsim.models.base import Model
+from fedsim.models.base import Model, ModelVars
+
+
+class Personal(NamedTuple):
+    """A client's personal model and whether it has trained it (been sampled) yet."""
+
+    model: ModelVars
+    trained: jax.Array  # bool scalar
 
 
 def ditto(
@@ -26,21 +37,22 @@ def ditto(
     """FedAvg for the global model plus a proximal personal model per client (``lam`` = lambda)."""
     base = fedavg(model, client_optimizer, server_optimizer, name=name)
 
-    def client_update(server_state, personal, task, dataset):
+    def client_update(server_state, personal: Personal, task, dataset):
         result = base.client_update(server_state, (), task, dataset)
         anchor = server_state.model.params
 
         def proximal(params, grads):
             return jax.tree.map(lambda g, v, w: g + lam * (v - w), grads, params, anchor)
 
-        own = local_train(model, client_optimizer, personal, task, dataset, proximal)
-        return result._replace(client_state=own.model)
+        own = local_train(model, client_optimizer, personal.model, task, dataset, proximal)
+        return result._replace(client_state=Personal(own.model, jnp.bool_(True)))
 
-    def personalize(server_state, personal, task, dataset):
-        return dense_personal(personal)
+    def personalize(server_state, personal: Personal, task, dataset):
+        pick = lambda mine, server: jnp.where(personal.trained, mine, server)
+        return dense_personal(jax.tree.map(pick, personal.model, server_state.model))
 
     return base._replace(
-        client_init=lambda model_vars: model_vars,
+        client_init=lambda model_vars: Personal(model_vars, jnp.bool_(False)),
         client_update=client_update,
         personalize=personalize,
     )

@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from fedsim.errors import ConfigError  # noqa: E402
 
@@ -37,35 +38,73 @@ def _label(workdir: Path) -> str:
     return workdir.name
 
 
+def pooled_name(overrides: dict) -> str:
+    """A sweep cell's name with its seed left out: cells that share it are pooled over seeds."""
+    rest = {k: v for k, v in overrides.items() if k != "seed"}
+    return "-".join(f"{k}={v}".replace(" ", "") for k, v in rest.items()) or "all"
+
+
+def expand_sweeps(workdirs: list[Path]) -> list[tuple[str, list[Path]]]:
+    """``(label, runs)`` groups to draw: a sweep directory (with ``sweep.json``) gives one group per
+    cell with its seeds pooled; any other workdir is a group of one."""
+    groups: list[tuple[str, list[Path]]] = []
+    for workdir in map(Path, workdirs):
+        sweep = workdir / "sweep.json"
+        if not sweep.exists():
+            groups.append((_label(workdir), [workdir]))
+            continue
+        pooled: dict[str, list[Path]] = {}
+        for cell in json.loads(sweep.read_text()):
+            pooled.setdefault(pooled_name(cell["overrides"]), []).append(workdir / cell["cell"])
+        groups += list(pooled.items())
+    return groups
+
+
+def _band(runs: list[Path], x_field, y_field: str):
+    """``(x, mean, sd)`` of ``y_field`` over the runs at each evaluated round they share."""
+    tables = [_read_metrics(r) for r in runs]
+    rounds = sorted(set.intersection(*({row["round"] for row in t} for t in tables)))
+    at = [{row["round"]: row for row in t} for t in tables]
+    ys = np.array([[t[r][y_field] for r in rounds] for t in at], dtype=float)
+    xs = np.array([[x_field(t[r]) for r in rounds] for t in at], dtype=float).mean(axis=0)
+    return xs, ys.mean(axis=0), ys.std(axis=0)
+
+
+def _draw(ax, groups, x_field, styles) -> None:
+    for (label, runs), color in zip(groups, plt.cm.tab10.colors, strict=False):
+        for field, style in styles:
+            x, mean, sd = _band(runs, x_field, field)
+            ax.plot(x, mean, style, color=color, label=label if style == "-" else None)
+            if len(runs) > 1:
+                ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2, linewidth=0)
+
+
 def plot_runs(workdirs: list[Path], out_dir: Path) -> list[Path]:
-    """Writes the three figures for ``workdirs`` into ``out_dir``; returns their paths."""
-    runs = [(Path(w), _read_metrics(Path(w))) for w in workdirs]
+    """Writes the three figures for ``workdirs`` (runs, or sweep directories whose seeds are pooled
+    as mean ± sd bands) into ``out_dir``; returns their paths."""
+    groups = expand_sweeps(workdirs)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / name for name in FIGURES]
+    styles = (("global_acc", "-"), ("personal_acc_mean", "--"))
+    x_fields = (lambda r: r["round"], lambda r: r["up_mb"] + r["down_mb"])
+    titles = (("round", "accuracy vs round"), ("cumulative up + down (MB)", "accuracy vs MB"))
+    for path, x_field, (xlabel, title) in zip(paths[:2], x_fields, titles, strict=True):
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        _draw(ax, groups, x_field, styles)
+        ax.set(xlabel=xlabel, ylabel="accuracy (solid: global, dashed: personal mean)", title=title)
+        if xlabel == "round":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=7, loc="lower right", ncol=1 + len(groups) // 8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    _histogram([r for _, runs in groups for r in runs[:1]], paths[2])
+    return paths
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-    for (workdir, rows), color in zip(runs, plt.cm.tab10.colors, strict=False):
-        rounds = [r["round"] for r in rows]
-        mb = [r["up_mb"] + r["down_mb"] for r in rows]
-        for ax, x in zip(axes, (rounds, mb), strict=True):
-            ax.plot(
-                x, [r["global_acc"] for r in rows], color=color, label=f"{_label(workdir)} global"
-            )
-            ax.plot(
-                x, [r["personal_acc_mean"] for r in rows], "--", color=color, label="personal mean"
-            )
-    axes[0].set(xlabel="round", ylabel="accuracy", title="accuracy vs round")
-    axes[1].set(xlabel="cumulative up + down (MB)", title="accuracy vs communication")
-    axes[0].legend(fontsize=7)
-    for ax, path in zip(axes, paths[:2], strict=True):
-        extent = ax.get_tightbbox(fig.canvas.get_renderer()).transformed(
-            fig.dpi_scale_trans.inverted()
-        )
-        fig.savefig(path, bbox_inches=extent.expanded(1.02, 1.04), dpi=120)
-    plt.close(fig)
 
+def _histogram(runs: list[Path], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    for workdir, _ in runs:
+    for workdir in runs:
         per_client = workdir / "personal_acc.json"
         if per_client.exists():
             values = json.loads(per_client.read_text())["personal_acc"]
@@ -73,11 +112,11 @@ def plot_runs(workdirs: list[Path], out_dir: Path) -> list[Path]:
     ax.set(
         xlabel="personal accuracy (own test split)", ylabel="clients", title="per-client accuracy"
     )
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(paths[2], dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return paths
 
 
 def plot_federation(data, out_dir: Path, title: str) -> list[Path]:
@@ -107,8 +146,7 @@ def plot_sweep(results: list[dict], path: Path) -> Path:
     differ only in ``seed`` pooled into one bar (mean, with the seeds' standard deviation)."""
     groups: dict[str, list[dict]] = {}
     for r in results:
-        rest = {k: v for k, v in r["overrides"].items() if k != "seed"}
-        groups.setdefault("-".join(f"{k}={v}" for k, v in rest.items()) or "all", []).append(r)
+        groups.setdefault(pooled_name(r["overrides"]), []).append(r)
     names = list(groups)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(names) + 2), 4))
     width = 0.4
