@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from fedsim.checkpoint import Checkpoints
 from fedsim.config import with_algorithm_section

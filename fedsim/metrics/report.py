@@ -19,17 +19,24 @@ INT_COUNTERS = (
 )
 
 
-def zero_counters() -> dict:
-    """A run's cumulative counters at the start, as 0-d numpy arrays (what a checkpoint stores)."""
+def zero_counters(num_clients: int) -> dict:
+    """A run's cumulative counters at the start, as numpy arrays (what a checkpoint stores): 0-d
+    totals, and ``sampled``, which of the ``num_clients`` clients have taken part."""
     counters = {k: np.asarray(0, np.int64) for k in INT_COUNTERS}
     counters.update(train_s=np.asarray(0.0), elapsed_s=np.asarray(0.0))
+    counters["sampled"] = np.zeros(num_clients, bool)
     return counters
 
 
+def on_host(counters: dict) -> dict:
+    """Counters to update on the host: Python numbers, and a copy of ``sampled``."""
+    return {k: np.array(v) if np.ndim(v) else np.asarray(v).item() for k, v in counters.items()}
+
+
 def as_arrays(counters: dict) -> dict:
-    """Host counters (Python numbers) as the 0-d arrays of ``zero_counters``."""
-    zero = zero_counters()
-    return {k: np.asarray(v, zero[k].dtype) for k, v in counters.items()}
+    """Host counters as the arrays of ``zero_counters`` (copies, safe to keep)."""
+    totals = lambda k: np.int64 if k in INT_COUNTERS else np.float64
+    return {k: np.array(v) if np.ndim(v) else np.asarray(v, totals(k)) for k, v in counters.items()}
 
 
 def account(counters: dict, m, train_s: float, epochs: int) -> None:
@@ -41,6 +48,7 @@ def account(counters: dict, m, train_s: float, epochs: int) -> None:
     counters["samples"] += int(m.num_examples.astype(np.int64).sum()) * epochs
     counters["clients_failed_total"] += int(m.failed.sum())
     counters["clients_dropped_total"] += int(m.dropped.sum())
+    counters["sampled"][np.asarray(m.client_ids)[np.asarray(m.participated)]] = True
 
 
 def server_model_scores(correct: np.ndarray, data, model_vars) -> dict:
@@ -111,6 +119,7 @@ def round_row(round_number: int, m, scores: dict, counters: dict, wall_s: float)
         "clients_dropped": int(m.dropped.sum()),
         "clients_failed_total": counters["clients_failed_total"],
         "clients_participated": int(m.participated.sum()),
+        "clients_never_sampled": int((~counters["sampled"]).sum()),
     }
 
 
