@@ -47,6 +47,9 @@ class Record(NamedTuple):
     state: Callable[[int], RunState]  # cell g's state after this round
     personal_acc: list  # per cell: every client's accuracy at the latest evaluation
     summaries: list | None  # per cell, on the last round only: the run's summary
+    loss: (
+        list  # per cell: this round's mean training loss over the clients that succeeded (or None)
+    )
 
     @property
     def metrics(self) -> dict | None:
@@ -165,6 +168,7 @@ def run(
             lambda g, s=snapshot, n=r + 1: _state(cells, s, g, n),
             personal_acc,
             _summaries(cells, latest, counters, compile_s, elapsed) if last else None,
+            [report.train_loss(cells.cell(m, g)) for g in range(cells.size)],
         )
 
 

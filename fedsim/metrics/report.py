@@ -97,15 +97,20 @@ def submodel_metrics(algorithm: FederatedAlgorithm, server_state, x_test, y_test
     return out
 
 
+def train_loss(m) -> float | None:
+    """The round's mean training loss over the clients that took part and succeeded."""
+    ok = m.participated & ~m.failed
+    return float(m.loss[ok].mean()) if ok.any() else None
+
+
 def round_row(round_number: int, m, scores: dict, counters: dict, wall_s: float) -> dict:
     """The contract's metrics.jsonl row after ``round_number`` rounds; ``scores`` holds the
     evaluated accuracies and sizes (``server_model_scores``, personal overrides applied)."""
     personal_acc = scores["personal_acc"]
-    ok = m.participated & ~m.failed
     return {
         "round": round_number,
         "wall_s": wall_s,
-        "loss": float(m.loss[ok].mean()) if ok.any() else None,
+        "loss": train_loss(m),
         "global_acc": scores["global_acc"],
         "personal_acc_mean": float(personal_acc.mean()),
         "personal_acc_worst10": evaluate.worst_fraction_mean(personal_acc),
