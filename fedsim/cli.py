@@ -4,8 +4,10 @@ Exit status: 0 success; 2 bad input, with one line on stderr naming the bad valu
 """
 
 import argparse
+import logging
 import re
 import sys
+import warnings
 from pathlib import Path
 
 from absl import flags
@@ -169,7 +171,8 @@ def _model_kwargs_flags(args: list[str]) -> tuple[list[str], dict]:
 
 
 def data_command(args: list[str]) -> None:
-    """``fedsim data --config ... [--out DIR]``: federation statistics, printed and plotted."""
+    """``fedsim data --config ... [--out DIR]``: federation statistics, printed (and plotted into
+    ``--out`` when given)."""
     from fedsim.data.stats import federation_summary, label_matrix_text
     from fedsim.engine.setup import load_federation
     from fedsim.metrics.plots import plot_federation
@@ -179,9 +182,9 @@ def data_command(args: list[str]) -> None:
     for key, value in federation_summary(data).items():
         print(f"{key:>32}: {value:g}" if isinstance(value, float) else f"{key:>32}: {value}")
     print(label_matrix_text(data))
-    title = f"{config.dataset}, {config.partition}"
-    for path in plot_federation(data, Path(out or "."), title):
-        print(path)
+    if out:
+        for path in plot_federation(data, Path(out), f"{config.dataset}, {config.partition}"):
+            print(path)
 
 
 def _config_path(args: list[str]) -> str:
@@ -231,8 +234,26 @@ def _wants_help(argv: list[str]) -> bool:
     return not argv or argv[0] in ("-h", "--help", "help") or "--help" in argv or "-h" in argv
 
 
+def _quiet_libraries() -> None:
+    """fedsim's own warnings as one line (no source line); TFDS's absl INFO/WARNING logs silenced
+    (e.g. 'Variant folder ... has no dataset_info.json' when nothing is downloaded)."""
+    shown = warnings.formatwarning
+    if getattr(shown, "fedsim", False):
+        return
+
+    def one_line(message, category, filename, *rest, **kwargs):
+        if "/fedsim/" in filename:
+            return f"fedsim: warning: {message}\n"
+        return shown(message, category, filename, *rest, **kwargs)
+
+    one_line.fedsim = True
+    warnings.formatwarning = one_line
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _quiet_libraries()
     try:
         if _wants_help(argv):
             print(HELP)

@@ -18,7 +18,7 @@ from ml_collections import ConfigDict, config_dict
 
 from fedsim import algorithms
 from fedsim.algorithms.spec import AlgorithmSpec
-from fedsim.errors import ConfigError
+from fedsim.errors import ConfigError, check_choices
 
 
 def base_config() -> ConfigDict:
@@ -58,6 +58,9 @@ def base_config() -> ConfigDict:
     c.finetune_epochs = 1  # local epochs of a personal evaluation's task (fedavg_ft fine-tunes)
     c.init_from = ""  # start from a finished run's model.msgpack (SVD-factorised if factorized)
     c.init_params_budget = 0  # truncated SVD of init_from to this many deployed params (0 = full)
+    c.init_rank_allocation = (
+        "energy"  # its ranks: 'energy' (s^2 per parameter) or 'uniform' fraction
+    )
     # client sampling (fedsim.engine.round) and user-level DP (fedsim.privacy; dp_clip=0: no DP)
     c.client_sampling = "fixed"  # 'fixed': K clients a round; 'poisson': each with q = K / N
     c.dp_clip = 0.0  # clip norm C of every client's update
@@ -266,6 +269,7 @@ def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
             )
     _check_numbers(config)
     _check_clients(config)
+    check_choices(config, {"init_rank_allocation": ("energy", "uniform")})
     check_algorithm(config, algorithms.get_spec(config.algorithm))
 
 

@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from fedsim.checkpoint import Checkpoints
 from fedsim.config import with_algorithm_section
@@ -165,9 +165,14 @@ def _drive(records, workdirs: list[Path], first_round: int, rounds: int, label: 
                         tqdm.write(f"fedsim: warning: {workdir} is diverging after round "
                                    f"{row['round']}: {why}; lower client_lr or the server's lr",
                                    file=sys.stderr)  # fmt: skip
+            for board, loss in zip(boards, record.loss, strict=True):
+                if loss is not None:  # every round, not only at evaluations
+                    board.add_scalar("train_loss", loss, record.round)
             if on_round is not None:
                 on_round(record)
             postfix = {"up+down MB": f"{record.traffic_mb[0]:.1f}"}
+            if record.loss[0] is not None:
+                postfix["loss"] = f"{record.loss[0]:.3f}"
             if record.global_acc[0] is not None:
                 postfix["acc"] = f"{record.global_acc[0]:.3f}"
             bar.set_postfix(postfix, refresh=False)

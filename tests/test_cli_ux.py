@@ -124,3 +124,34 @@ def test_bench_writes_to_a_run_directory_by_default():
 def test_pytest_q_prints_its_summary_line():
     options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     assert "-q" not in options.get("addopts", "")
+
+
+def test_rows_count_the_clients_never_sampled(tmp_path):
+    workdir = tmp_path / "qs"
+    assert main(["run", f"--config={QUICK}:smoke,rounds=3", f"--workdir={workdir}"]) == 0
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
+    never = [row["clients_never_sampled"] for row in rows]
+    assert never[0] == 10 - 3 and never == sorted(never, reverse=True)  # 3 of 10 per round
+
+
+def test_fedsim_data_writes_figures_only_with_out(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", f"--config={QUICK}:smoke"]) == 0
+    assert "label" in capsys.readouterr().out and not list(tmp_path.iterdir())
+
+
+def test_warnings_are_one_line_without_source(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(  # 8 clients with two labels each leave some label unheld: a warning
+        [sys.executable, "-m", "fedsim", "data", f"--config={ROOT / 'configs/fedltn.py'}:smoke"],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines and all(line.startswith("fedsim: warning: label_quantity") for line in lines), (
+        lines
+    )

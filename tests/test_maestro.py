@@ -356,3 +356,36 @@ def test_federated_tiers_report_each_sub_model(tmp_path):
     assert last["params_p25"] < last["params_p50"] < last["params_p100"]
     assert last["round_mb_p25"] < last["round_mb_p50"] < last["round_mb_p100"]
     assert last["macs_p25"] < last["macs_p100"]
+
+
+def _factors(singular_values, n, m, seed):
+    """A factorised layer ``{u, v}`` whose kernel has exactly these singular values."""
+    rng = np.random.default_rng(seed)
+    a, _ = np.linalg.qr(rng.normal(size=(n, len(singular_values))))
+    b, _ = np.linalg.qr(rng.normal(size=(m, len(singular_values))))
+    root = np.sqrt(np.asarray(singular_values, np.float32))
+    return {"u": jnp.asarray(b * root), "v": jnp.asarray(a * root)}
+
+
+def test_energy_allocation_finds_the_best_truncation():
+    """Two 40x12 layers (equal slot cost 52): the least squared error within a budget of deployed
+    parameters (brute force over every pair of ranks) keeps the largest singular values overall;
+    the uniform fraction (the strawman) cannot."""
+    loud, quiet = np.linspace(10, 5, 12), np.linspace(1.0, 0.1, 12)
+    params = {"a": _factors(loud, 40, 12, 0), "b": _factors(quiet, 40, 12, 1)}
+    np.testing.assert_allclose(lowrank.slot_energies(params)[0], loud**2, rtol=1e-4)
+    budget = 8 * 52
+    fits = lambda r: int(lowrank.deployed_params(params, jnp.asarray(r))) <= budget
+    error = lambda r: (loud[r[0] :] ** 2).sum() + (quiet[r[1] :] ** 2).sum()
+    pairs = [(ra, rb) for ra in range(1, 13) for rb in range(1, 13) if fits((ra, rb))]
+    best = min(pairs, key=error)
+    assert best == (7, 1)
+    assert tuple(lowrank.ranks_by_energy(params, budget).tolist()) == best
+    uniform = tuple(lowrank.ranks_for_budget(params, budget).tolist())
+    assert uniform == (4, 4) and error(uniform) > error(best)
+
+
+def test_energy_allocation_spends_what_a_cheap_layer_fits():
+    params = {"big": _factors(np.ones(40), 40, 40, 2), "small": _factors(np.ones(4), 4, 4, 3)}
+    ranks = lowrank.ranks_by_energy(params, 80 + 8 * 4)  # one big slot; every small one fits
+    assert ranks.tolist() == [1, 4]

@@ -241,6 +241,38 @@ def ranks_for_budget(params, budget: int) -> jax.Array:
     return tier_caps(full, lo)
 
 
+def slot_energies(params) -> list[np.ndarray]:
+    """Each factorised layer's squared singular values ``s_i^2 = (||u_i|| ||v_i||)^2`` (the SVD
+    factors of ``svd_factors`` carry ``sqrt(s)`` on both sides), in slot order."""
+    flat = _flat(params)
+    out = []
+    for path in layer_paths(params):
+        u = np.asarray(flat[path + ("u",)])
+        v = np.asarray(flat[path + ("v",)]).reshape(-1, u.shape[1])
+        out.append((np.linalg.norm(u, axis=0) * np.linalg.norm(v, axis=0)) ** 2)
+    return out
+
+
+def ranks_by_energy(params, budget: int) -> jax.Array:
+    """Parameter-aware truncated-SVD ranks: every layer keeps at least one slot, then slots are added
+    across layers in order of singular-value energy per parameter it costs (``s^2 / (n + m)``),
+    the most that fit ``budget`` deployed parameters. With equal slot costs this is the truncation
+    with the least total squared error (Eckart-Young per layer, the largest ``s^2`` overall)."""
+    energies, sizes = slot_energies(params), _layer_sizes(params)
+    order = sorted(
+        ((e / (n + m), layer, i) for layer, (es, (n, m)) in enumerate(zip(energies, sizes, strict=True))
+         for i, e in enumerate(es) if i > 0),
+        reverse=True,
+    )  # fmt: skip
+    ranks = np.ones(len(energies), np.int32)
+    for _, layer, _ in order:
+        trial = ranks.copy()
+        trial[layer] += 1
+        if int(deployed_params(params, trial)) <= budget:  # a slot of a cheaper layer may still fit
+            ranks = trial
+    return jnp.asarray(ranks)
+
+
 def deployed_size(model_vars) -> tuple[jax.Array, jax.Array]:
     """``(params, bytes)`` a client stores for ``model_vars``: factorised layers at their kept rank in
     the cheaper form, 4 bytes per value; a model without factorised layers stored dense."""

@@ -47,6 +47,9 @@ class Record(NamedTuple):
     state: Callable[[int], RunState]  # cell g's state after this round
     personal_acc: list  # per cell: every client's accuracy at the latest evaluation
     summaries: list | None  # per cell, on the last round only: the run's summary
+    loss: (
+        list  # per cell: this round's mean training loss over the clients that succeeded (or None)
+    )
 
     @property
     def metrics(self) -> dict | None:
@@ -58,7 +61,8 @@ def abstract_state(experiment: Experiment) -> RunState:
     """Shapes and dtypes of a ``RunState`` (the target a checkpoint is restored into)."""
     algorithm = experiment.make_algorithm(experiment.values)
     server, clients = jax.eval_shape(lambda: init_states(experiment, algorithm))
-    counters = {k: jax.ShapeDtypeStruct((), v.dtype) for k, v in report.zero_counters().items()}
+    zero = report.zero_counters(experiment.settings.num_clients)
+    counters = {k: jax.ShapeDtypeStruct(np.shape(v), v.dtype) for k, v in zero.items()}
     return RunState(0, server, clients, counters)
 
 
@@ -122,7 +126,7 @@ def run(
     cells = _Cells([experiments] if isinstance(experiments, Experiment) else experiments)
     exps, first = cells.experiments, cells.experiments[0]
     start = start or _initial_state(cells)
-    counters = [{k: v.item() for k, v in start.counters.items()} for _ in exps]
+    counters = [report.on_host(start.counters) for _ in exps]
     server, clients, cells.federation, cells.test = sharding.replicate(
         (start.server_state, start.client_states, cells.federation, cells.test),
         first.settings.mesh,
@@ -152,7 +156,7 @@ def run(
         snapshot = (
             server,
             clients,
-            [dict(c) for c in counters],
+            [report.as_arrays(c) for c in counters],
             [elapsed(g) for g in range(cells.size)],
         )
         last = r + 1 == first.rounds
@@ -164,6 +168,7 @@ def run(
             lambda g, s=snapshot, n=r + 1: _state(cells, s, g, n),
             personal_acc,
             _summaries(cells, latest, counters, compile_s, elapsed) if last else None,
+            [report.train_loss(cells.cell(m, g)) for g in range(cells.size)],
         )
 
 
@@ -172,7 +177,8 @@ def _initial_state(cells: _Cells) -> RunState:
     states = [init_states(e, e.make_algorithm(e.values)) for e in cells.experiments]
     server = cells.stack([s for s, _ in states])
     clients = cells.stack([c for _, c in states])
-    return RunState(0, server, clients, report.zero_counters())
+    num_clients = cells.experiments[0].settings.num_clients
+    return RunState(0, server, clients, report.zero_counters(num_clients))
 
 
 def _state(cells: _Cells, snapshot, g: int, round_number: int) -> RunState:

@@ -50,6 +50,7 @@ class Experiment(NamedTuple):
     eval_every: int
     eval_batch_size: int
     params_budget: int  # init_params_budget
+    rank_allocation: str  # init_rank_allocation
 
 
 def check_config(config) -> None:
@@ -83,6 +84,7 @@ def build_experiment(config) -> Experiment:
         config, data, model, make_algorithm, values, settings, dp, start_model, poisoned,
         config.seed, config.rounds, config.eval_every, config.eval_batch_size,
         config.init_params_budget,
+        config.init_rank_allocation,
     )  # fmt: skip
 
 
@@ -157,7 +159,9 @@ def programs(experiment: Experiment, values: dict | None = None) -> Programs:
 def initial_model(experiment: Experiment) -> ModelVars:
     """The seed's initialisation, or ``init_from``'s model (see ``fedsim.models.initial``)."""
     e = experiment
-    return initial_variables(e.model, e.data.x_train[:1], e.seed, e.start_model, e.params_budget)
+    return initial_variables(
+        e.model, e.data.x_train[:1], e.seed, e.start_model, e.params_budget, e.rank_allocation
+    )
 
 
 def init_states(experiment: Experiment, algorithm: FederatedAlgorithm):

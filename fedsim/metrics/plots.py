@@ -53,10 +53,16 @@ def expand_sweeps(workdirs: list[Path]) -> list[tuple[str, list[Path]]]:
         if not sweep.exists():
             groups.append((_label(workdir), [workdir]))
             continue
+        cells = json.loads(sweep.read_text())
+        varying = {k for c in cells for k, v in c["overrides"].items() if k != "seed"
+                   and any(d["overrides"].get(k) != v for d in cells)}  # fmt: skip
         pooled: dict[str, list[Path]] = {}
-        for cell in json.loads(sweep.read_text()):
-            pooled.setdefault(pooled_name(cell["overrides"]), []).append(workdir / cell["cell"])
-        groups += list(pooled.items())
+        for cell in cells:
+            shown = {k: v for k, v in cell["overrides"].items() if k in varying}
+            name = pooled_name(shown) if shown else workdir.name
+            pooled.setdefault(name, []).append(workdir / cell["cell"])
+        groups += [(f"{name} ({len(runs)} seeds)" if len(runs) > 1 else name, runs)
+                   for name, runs in pooled.items()]  # fmt: skip
     return groups
 
 

@@ -19,17 +19,24 @@ INT_COUNTERS = (
 )
 
 
-def zero_counters() -> dict:
-    """A run's cumulative counters at the start, as 0-d numpy arrays (what a checkpoint stores)."""
+def zero_counters(num_clients: int) -> dict:
+    """A run's cumulative counters at the start, as numpy arrays (what a checkpoint stores): 0-d
+    totals, and ``sampled``, which of the ``num_clients`` clients have taken part."""
     counters = {k: np.asarray(0, np.int64) for k in INT_COUNTERS}
     counters.update(train_s=np.asarray(0.0), elapsed_s=np.asarray(0.0))
+    counters["sampled"] = np.zeros(num_clients, bool)
     return counters
 
 
+def on_host(counters: dict) -> dict:
+    """Counters to update on the host: Python numbers, and a copy of ``sampled``."""
+    return {k: np.array(v) if np.ndim(v) else np.asarray(v).item() for k, v in counters.items()}
+
+
 def as_arrays(counters: dict) -> dict:
-    """Host counters (Python numbers) as the 0-d arrays of ``zero_counters``."""
-    zero = zero_counters()
-    return {k: np.asarray(v, zero[k].dtype) for k, v in counters.items()}
+    """Host counters as the arrays of ``zero_counters`` (copies, safe to keep)."""
+    totals = lambda k: np.int64 if k in INT_COUNTERS else np.float64
+    return {k: np.array(v) if np.ndim(v) else np.asarray(v, totals(k)) for k, v in counters.items()}
 
 
 def account(counters: dict, m, train_s: float, epochs: int) -> None:
@@ -41,6 +48,7 @@ def account(counters: dict, m, train_s: float, epochs: int) -> None:
     counters["samples"] += int(m.num_examples.astype(np.int64).sum()) * epochs
     counters["clients_failed_total"] += int(m.failed.sum())
     counters["clients_dropped_total"] += int(m.dropped.sum())
+    counters["sampled"][np.asarray(m.client_ids)[np.asarray(m.participated)]] = True
 
 
 def server_model_scores(correct: np.ndarray, data, model_vars) -> dict:
@@ -89,15 +97,20 @@ def submodel_metrics(algorithm: FederatedAlgorithm, server_state, x_test, y_test
     return out
 
 
+def train_loss(m) -> float | None:
+    """The round's mean training loss over the clients that took part and succeeded."""
+    ok = m.participated & ~m.failed
+    return float(m.loss[ok].mean()) if ok.any() else None
+
+
 def round_row(round_number: int, m, scores: dict, counters: dict, wall_s: float) -> dict:
     """The contract's metrics.jsonl row after ``round_number`` rounds; ``scores`` holds the
     evaluated accuracies and sizes (``server_model_scores``, personal overrides applied)."""
     personal_acc = scores["personal_acc"]
-    ok = m.participated & ~m.failed
     return {
         "round": round_number,
         "wall_s": wall_s,
-        "loss": float(m.loss[ok].mean()) if ok.any() else None,
+        "loss": train_loss(m),
         "global_acc": scores["global_acc"],
         "personal_acc_mean": float(personal_acc.mean()),
         "personal_acc_worst10": evaluate.worst_fraction_mean(personal_acc),
@@ -111,6 +124,7 @@ def round_row(round_number: int, m, scores: dict, counters: dict, wall_s: float)
         "clients_dropped": int(m.dropped.sum()),
         "clients_failed_total": counters["clients_failed_total"],
         "clients_participated": int(m.participated.sum()),
+        "clients_never_sampled": int((~counters["sampled"]).sum()),
     }
 
 

@@ -11,12 +11,21 @@ from fedsim.compress import lowrank
 from fedsim.errors import ConfigError
 from fedsim.models.base import Model, ModelVars
 
+ALLOCATIONS = {"energy": lowrank.ranks_by_energy, "uniform": lowrank.ranks_for_budget}
+
 
 def initial_variables(
-    model: Model, sample_x, seed: int, start: ModelVars | None = None, params_budget: int = 0
+    model: Model,
+    sample_x,
+    seed: int,
+    start: ModelVars | None = None,
+    params_budget: int = 0,
+    allocation: str = "energy",
 ) -> ModelVars:
     """``model.init`` under ``fold_in(PRNGKey(seed), 0)``, or ``start`` (SVD-factorised for a
-    factorised model, truncated to ``params_budget`` deployed parameters when that is > 0)."""
+    factorised model, truncated to ``params_budget`` deployed parameters when that is > 0, with the
+    ranks of ``ALLOCATIONS[allocation]``: singular-value energy per parameter, or the same fraction
+    of every layer — the weaker baseline)."""
     init_key = jax.random.fold_in(jax.random.PRNGKey(seed), 0)
     model_vars = model.init(init_key, jnp.asarray(sample_x))
     if start is None:
@@ -25,7 +34,7 @@ def initial_variables(
         params = lowrank.factorize(start.params, model_vars.params)
         ranks = lowrank.full_ranks(params)
         if params_budget:
-            ranks = lowrank.ranks_for_budget(params, params_budget)
+            ranks = ALLOCATIONS[allocation](params, params_budget)
         state = {**start.state, lowrank.RANKS: model_vars.state[lowrank.RANKS]}
         start = ModelVars(params, lowrank.with_rank_vector(state, ranks))
     return jax.tree.map(jnp.asarray, start)
