@@ -83,7 +83,7 @@ def base_config() -> ConfigDict:
     c.straggler_work = 0.5  # share of its local steps a straggler finishes
     c.poison_fraction = 0.0  # a fixed share of clients whose features are NaN
     for name in algorithms.ALGORITHMS:  # each algorithm's own hyper-parameters, as it declares them
-        c[name] = ConfigDict(dict(algorithms.get_spec(name).hparams))
+        c[name] = _section(algorithms.get_spec(name))
     return c
 
 
@@ -163,15 +163,16 @@ def set_value(config: ConfigDict, key: str, value, what: str = "config key") -> 
         raise ConfigError(f"{key}={value!r}: {err}") from None
 
 
-def dotted_keys(config: ConfigDict) -> list[str]:
-    """Every leaf key of ``config``, sections spelled ``section.key`` (``model_kwargs`` as one)."""
-    keys = []
+def flat_items(config) -> dict:
+    """``config`` as ``{dotted key: value}``: sections spelled ``section.key``, ``model_kwargs`` (the
+    model's open-ended arguments) as one value."""
+    out = {}
     for key, value in config.items():
         if isinstance(value, ConfigDict) and key != "model_kwargs":
-            keys.extend(f"{key}.{inner}" for inner in dotted_keys(value))
+            out.update({f"{key}.{k}": v for k, v in flat_items(value).items()})
         else:
-            keys.append(key)
-    return keys
+            out[key] = value.to_dict() if isinstance(value, ConfigDict) else value
+    return out
 
 
 def suggest_keys(config: ConfigDict, key: str) -> str:
@@ -179,7 +180,7 @@ def suggest_keys(config: ConfigDict, key: str) -> str:
     last part, e.g. ``prox_mu`` -> ``fedprox.mu``), or a pointer to ``fedsim keys``."""
     import difflib
 
-    known = dotted_keys(config)
+    known = list(flat_items(config))
     leaf = key.split(".")[-1]
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
     close += [k for k in known if k.split(".")[-1] in (leaf, leaf.split("_")[-1]) and "." in k]
@@ -349,7 +350,7 @@ def select_algorithm(config: ConfigDict, name: str) -> ConfigDict:
     spec = algorithms.get_spec(name)
     config.algorithm = name
     if spec.name not in config:
-        config[spec.name] = ConfigDict(dict(spec.hparams))
+        config[spec.name] = _section(spec)
     return config
 
 
@@ -363,9 +364,14 @@ def with_algorithm_section(config) -> ConfigDict:
         raise ConfigError(
             f"algorithm {config.algorithm!r} is named {spec.name!r}, a shared config key"
         )
-    filled = ConfigDict(config.to_dict())
-    filled[spec.name] = ConfigDict(dict(spec.hparams))
-    return filled.lock()
+    filled = copy.deepcopy(config)
+    filled.unlock()
+    return select_algorithm(filled, config.algorithm).lock()
+
+
+def _section(spec: AlgorithmSpec) -> ConfigDict:
+    """An algorithm's config section: its declared hyper-parameters at their defaults."""
+    return ConfigDict(dict(spec.hparams))
 
 
 def sweep_cells(path: str) -> list[dict]:

@@ -153,13 +153,15 @@ def _drive(records, workdirs: list[Path], first_round: int, rounds: int, label: 
     boards = [SummaryWriter(str(w), purge_step=first_round + 1) for w in workdirs]
     bar = tqdm(total=rounds, initial=first_round, desc=label, unit="round", disable=not progress)
     record, warned = None, set()
+    losses = {w: _losses(w) for w in workdirs}  # of the rows kept from before a resume
     with bar:
         for record in records:
             for workdir, board, row in zip(workdirs, boards, record.rows, strict=True):
                 if row is not None:
                     with open(workdir / "metrics.jsonl", "a") as metrics_file:
                         _log_row(metrics_file, board, row)
-                    why = report.divergence(_losses(workdir), classes)
+                    losses[workdir].append(row["loss"])
+                    why = report.divergence(losses[workdir], classes)
                     if why and workdir not in warned:
                         warned.add(workdir)
                         tqdm.write(f"fedsim: warning: {workdir} is diverging after round "

@@ -9,24 +9,13 @@ None), not copied per cell.
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ml_collections import ConfigDict
 
+from fedsim.config import flat_items
 from fedsim.engine.setup import traceable_keys
 
 
 class NotBatchable(Exception):
     """The cells cannot share one program (the message says why); run them one after another."""
-
-
-def flat_items(config) -> dict:
-    """``config`` as ``{dotted key: value}`` (sections spelled ``section.key``)."""
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, ConfigDict) and key != "model_kwargs":
-            out.update({f"{key}.{k}": v for k, v in flat_items(value).items()})
-        else:
-            out[key] = value.to_dict() if isinstance(value, ConfigDict) else value
-    return out
 
 
 def differing_keys(configs) -> list[str]:

@@ -129,8 +129,8 @@ def _algorithm(config, model: Model, dp, data: FederatedData) -> tuple[Callable,
     now: a build-time error, e.g. an unsupported optimiser, or an algorithm DP cannot wrap)."""
     spec = algorithms.get_spec(config.algorithm)
     hparams = config_lib.algorithm_hparams(config, spec)
-    values = {"client_lr": config.client_lr}
-    values.update({f"{spec.name}.{key}": hparams[key] for key in spec.traceable})
+    own = lambda key: hparams[key.partition(".")[2]]
+    values = {k: config.client_lr if k == "client_lr" else own(k) for k in traceable_keys(config)}
 
     def build(values: dict) -> FederatedAlgorithm:
         own = {key.partition(".")[2]: v for key, v in values.items() if "." in key}
