@@ -138,7 +138,7 @@ def _task(indices, key) -> ClientTask:
     no_validation = (jnp.zeros((0,), jnp.int32), jnp.zeros((0,), bool))
     return ClientTask(
         indices, jnp.ones(indices.shape, bool), jnp.int32(indices.size), key, jnp.int32(0),
-        *no_validation,
+        *no_validation, indices.reshape(-1),
     )  # fmt: skip
 
 

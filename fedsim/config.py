@@ -56,6 +56,9 @@ def base_config() -> ConfigDict:
     # shared by personalised methods (clients that validate, prune or fine-tune locally)
     c.val_fraction = 0.0  # share of each client's training data held out for local validation
     c.finetune_epochs = 1  # local epochs of a personal evaluation's task (fedavg_ft fine-tunes)
+    c.reestimate_bn = (
+        True  # personal/deployed BatchNorm statistics re-measured on own training data
+    )
     c.init_from = ""  # start from a finished run's model.msgpack (SVD-factorised if factorized)
     c.init_params_budget = 0  # truncated SVD of init_from to this many deployed params (0 = full)
     c.init_rank_allocation = (

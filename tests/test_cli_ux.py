@@ -146,7 +146,7 @@ def test_warnings_are_one_line_without_source(tmp_path):
     import sys
 
     proc = subprocess.run(  # 8 clients with two labels each leave some label unheld: a warning
-        [sys.executable, "-m", "fedsim", "data", f"--config={ROOT / 'configs/fedltn.py'}:smoke"],
+        [sys.executable, "-m", "fedsim", "data", f"--config={ROOT / 'configs/fedltn.py'}:smoke,regime=paper"],
         capture_output=True, text=True, check=False, cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip

@@ -1,5 +1,6 @@
 """FedLTN's vmapped, chunked round equals a plain per-client Python loop on three toy clients: masked
-SGD, the validation gate, layerwise magnitude pruning, personal BatchNorm, per-coordinate masked
+SGD, BatchNorm statistics re-measured on each client's examples, the validation gate (above the
+majority-class rate), layerwise magnitude pruning, personal BatchNorm, per-coordinate masked
 averaging and covered-only server momentum, written out by hand."""
 
 import flax.linen as nn
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from test_engine_reference import BATCH, EPOCHS, KEY, LR, NUM_CLIENTS, SIZES, client_schedule
+from test_engine_reference import BATCH, EPOCHS, KEY, NUM_CLIENTS, SIZES, client_schedule
 
 from fedsim.algorithms.fedltn import fedltn
 from fedsim.algorithms.task import Federation
@@ -18,6 +19,8 @@ from fedsim.models.base import ModelVars, from_flax
 
 TARGET, RATE, MOMENTUM, SERVER_LR = 0.5, 0.3, 0.9, 1.0
 JUMP, WARM_KEY = 2, jax.random.PRNGKey(11)
+VAL = 4  # validation examples per client
+LR = 0.5  # FedLTN's local lr here: two rounds open the validation gate on gate_toy
 
 
 class TinyBN(nn.Module):
@@ -29,22 +32,41 @@ class TinyBN(nn.Module):
         return nn.Dense(4)(nn.relu(x))
 
 
-@pytest.fixture(scope="module")
-def toy():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(40, 3, 2, 1)).astype(np.float32)
-    y = rng.integers(0, 4, 40).astype(np.int32)
-    order = rng.permutation(40)
+def toy_federation(x, y, order, val_size):
+    """Three clients of ``SIZES`` examples taken along ``order``, each followed by its validation
+    split of ``val_size``; the TinyBN model and its initialisation."""
     table = np.zeros((NUM_CLIENTS, SIZES.max()), np.int32)
-    val = np.zeros((NUM_CLIENTS, 3), np.int32)
+    val = np.zeros((NUM_CLIENTS, val_size), np.int32)
     start = 0
     for c, n in enumerate(SIZES):
         table[c, :n] = order[start : start + n]
-        val[c] = order[start + n : start + n + 3]
-        start += n + 3
-    fed = Federation(*map(jnp.asarray, (x, y, table, SIZES, val, np.full(3, 3, np.int32))))
+        val[c] = order[start + n : start + n + val_size]
+        start += n + val_size
+    num_val = np.full(NUM_CLIENTS, val_size, np.int32)
+    fed = Federation(*map(jnp.asarray, (x, y, table, SIZES, val, num_val)))
     model = from_flax("tiny_bn", TinyBN())
     return fed, model, model.init(jax.random.PRNGKey(1), jnp.asarray(x[:1]))
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """Four random classes, three validation examples per client."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3, 2, 1)).astype(np.float32)
+    y = rng.integers(0, 4, 40).astype(np.int32)
+    return toy_federation(x, y, rng.permutation(40), 3)
+
+
+@pytest.fixture(scope="module")
+def gate_toy():
+    """Two classes with a wide margin on one feature and balanced validation splits (labels
+    alternate along the order), so two rounds open FedLTN's validation gate."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3, 2, 1)).astype(np.float32)
+    y = np.arange(40, dtype=np.int32) % 2
+    x[:, 0, 0, 0] = (2 * y - 1) * (2 + np.abs(x[:, 0, 0, 0]))
+    order = np.stack([rng.permutation(np.arange(c, 40, 2)) for c in (0, 1)], axis=1)
+    return toy_federation(x, y, order.reshape(-1), VAL)
 
 
 def np_tree(tree):
@@ -70,18 +92,29 @@ def reference_client(model, fed, server_params, own, batches):
     return w, state
 
 
+def reference_statistics(fed, c, params):
+    """TinyBN's BatchNorm mean and biased variance over client ``c``'s real examples."""
+    x = np.asarray(fed.x)[np.asarray(fed.client_indices[c][: SIZES[c]])].reshape(SIZES[c], -1)
+    h = x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"]
+    return {"batch_stats": {"BatchNorm_0": {"mean": h.mean(0), "var": h.var(0)}}}
+
+
 def reference_train_and_prune(model, fed, c, server_params, own, batches):
-    """Client ``c`` trains from ``server_params`` (its own norm leaves), then prunes layerwise by
-    magnitude under the validation gate; returns its new ``(mask, params, state)``."""
+    """Client ``c`` trains from ``server_params`` (its own norm leaves), re-measures its BatchNorm
+    statistics, then prunes layerwise by magnitude when validation accuracy beats the split's
+    majority-class rate; returns its new ``(mask, params, state)``."""
     mask = own[0]
-    w, state = reference_client(model, fed, server_params, own, batches)
+    w, _ = reference_client(model, fed, server_params, own, batches)
+    state = reference_statistics(fed, c, w)
+    labels = np.asarray(fed.y[fed.val_indices[c]])
     logits, _ = model.apply(ModelVars(w, state), fed.x[fed.val_indices[c]], False, KEY)
-    acc = np.mean(np.argmax(logits, -1) == np.asarray(fed.y[fed.val_indices[c]]))
+    acc = np.mean(np.argmax(logits, -1) == labels)
+    majority = np.bincount(labels).max() / len(labels)
     flags = jax.tree.leaves(masks.prunable(w))
     m_leaves, w_leaves = jax.tree.leaves(mask), jax.tree.leaves(w)
     kernels = [i for i, f in enumerate(flags) if f]
     density = sum(m_leaves[i].sum() for i in kernels) / sum(m_leaves[i].size for i in kernels)
-    if acc >= 0.0 and density > TARGET:
+    if acc >= 0.0 and acc > majority and density > TARGET:
         rate = min(RATE, 1 - TARGET / density)
         for i in kernels:
             flat_m = m_leaves[i].reshape(-1).astype(bool)
@@ -186,6 +219,13 @@ def assert_matches(server, states, ref_server, ref_v, ref_clients):
         jax.tree.map(close, row.state, state)
 
 
+def client_densities(states, init):
+    return [
+        float(masks.density(jax.tree.map(lambda s, c=c: s[c], states.mask), init.params))
+        for c in range(NUM_CLIENTS)
+    ]
+
+
 def toy_fedltn(model, **kwargs):
     return fedltn(
         model,
@@ -200,8 +240,8 @@ def toy_fedltn(model, **kwargs):
 
 
 @pytest.mark.parametrize(("per_round", "chunk"), [(3, 1), (3, 2), (2, 2)])
-def test_fedltn_round_matches_python_loop(toy, per_round, chunk):
-    fed, model, init = toy
+def test_fedltn_round_matches_python_loop(gate_toy, per_round, chunk):
+    fed, model, init = gate_toy
     algorithm = toy_fedltn(model)
     round_fn = make_round(algorithm, per_round, chunk)
     (server, states), (ref_server, ref_v, ref_clients) = start_states(algorithm, init)
@@ -211,19 +251,15 @@ def test_fedltn_round_matches_python_loop(toy, per_round, chunk):
             model, fed, ref_server, ref_v, ref_clients, r, per_round
         )
     assert_matches(server, states, ref_server, ref_v, ref_clients)
-    densities = [
-        float(masks.density(jax.tree.map(lambda s, c=c: s[c], states.mask), init.params))
-        for c in range(NUM_CLIENTS)
-    ]
-    assert min(densities) < 1.0  # the test exercises pruning
+    assert min(client_densities(states, init)) < 1.0  # the test exercises pruning
 
 
 @pytest.mark.parametrize("chunk", [1, 2])
-def test_jump_start_matches_python_loop(toy, chunk):
+def test_jump_start_matches_python_loop(gate_toy, chunk):
     """Jump-Start (spec section 5): every client runs JUMP local-only virtual rounds from the initial
     model (train, then prune under the gate), uploads once, and the server starts from the masked mean
     with zero momentum; a normal round follows."""
-    fed, model, init = toy
+    fed, model, init = gate_toy
     algorithm = toy_fedltn(model, jump_start_rounds=JUMP)
     warmup = make_round(algorithm.warmup.algorithm, NUM_CLIENTS, chunk, EPOCHS * JUMP)
     (server, states), (ref_server, ref_v, ref_clients) = start_states(algorithm, init)
@@ -240,8 +276,9 @@ def test_jump_start_matches_python_loop(toy, chunk):
     ref_server = (avg, stats)
     assert_matches(server, states, ref_server, ref_v, ref_clients)
     assert np.all(np.asarray(m.down_bytes) == 0) and np.all(np.asarray(m.up_bytes) > 0)
-    density = masks.density(jax.tree.map(lambda s: s[0], states.mask), init.params)
-    assert float(density) < 1 - RATE  # pruned more than once: at the target after two events
+    assert (
+        min(client_densities(states, init)) < 1 - RATE
+    )  # a client pruned twice: at the target after two events
 
     round_fn = make_round(algorithm, 2, chunk)
     server, states, _ = round_fn(server, states, fed, jnp.int32(0), KEY)

@@ -4,7 +4,6 @@ vmapped round (capacity tiers, shell-wise aggregation, shrinking) against a plai
 import json
 from pathlib import Path
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,15 +11,13 @@ import pytest
 from flax import serialization
 from test_engine_reference import BATCH, EPOCHS, KEY, NUM_CLIENTS, SIZES
 
-from fedsim.algorithms.base import ClientTask, Dataset
-from fedsim.algorithms.maestro import maestro, recalibrate_batch_norm
+from fedsim.algorithms.maestro import maestro
 from fedsim.cli import main
 from fedsim.compress import lowrank
 from fedsim.data.batching import client_batches
 from fedsim.engine.round import build_round_fn
 from fedsim.models import get_model
-from fedsim.models.base import from_flax
-from fedsim.models.layers import BN_MOMENTUM, Conv2D, Dense
+from fedsim.models.layers import Conv2D, Dense
 
 X_IMG = jax.random.normal(jax.random.PRNGKey(3), (4, 12, 12, 2))
 
@@ -139,30 +136,6 @@ def test_tier_caps_and_budget():
     ranks = lowrank.ranks_for_budget(params, budget)
     assert int(lowrank.deployed_params(params, ranks)) <= budget
     assert int(lowrank.deployed_params(params, ranks + 1)) > budget
-
-
-class BNFirst(nn.Module):
-    @nn.compact
-    def __call__(self, x, train: bool = False, mask=None):
-        bn_mask = None if mask is None else mask[:, None]
-        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM)(x, mask=bn_mask)
-        return Dense(3, factorized=True)(x)
-
-
-def test_batch_norm_recalibration_is_the_mean_of_batch_statistics():
-    x = jax.random.normal(KEY, (12, 4)) * 3 + 1
-    model = from_flax("bn_first", BNFirst())
-    mv = model.init(KEY, x[:1])
-    indices = jnp.array([[0, 1, 2, 3], [4, 5, 6, 0], [7, 8, 9, 10]])
-    mask = jnp.array(
-        [[1, 1, 1, 1], [1, 1, 1, 0], [0, 0, 0, 0]], bool
-    )  # a padded row, a padded step
-    task = ClientTask(indices, mask, jnp.int32(7), KEY, jnp.int32(0), jnp.zeros(0, int), None)
-    out = recalibrate_batch_norm(model, mv, task, Dataset(x, jnp.zeros(12, int)))
-    batches = [np.asarray(x[:4]), np.asarray(x[4:7])]
-    stats = out.state["batch_stats"]["BatchNorm_0"]
-    np.testing.assert_allclose(stats["mean"], np.mean([b.mean(0) for b in batches], 0), rtol=1e-5)
-    np.testing.assert_allclose(stats["var"], np.mean([b.var(0) for b in batches], 0), rtol=1e-4)
 
 
 # ----- the round against a per-client Python loop ---------------------------------------------

@@ -163,6 +163,7 @@ def test_pruned_coordinates_stay_exactly_zero_in_training(optimizer):
         jnp.int32(0),
         jnp.zeros((0,), jnp.int32),
         jnp.zeros((0,), bool),
+        jnp.arange(12),
     )
     result = masked.masked_local_train(model, optimizer, init, mask, task, Dataset(x, y))
     for p, m in zip(jax.tree.leaves(result.model.params), jax.tree.leaves(mask), strict=True):

@@ -40,6 +40,7 @@ toy = test_fedltn_reference.toy  # the fixture: three clients with validation sp
 TOL = dict(rtol=2e-4, atol=1e-5)
 PERSONAL_KEY = jax.random.PRNGKey(11)  # the evaluator's key for the personal models' tasks
 FT_EPOCHS = 1
+fold_in = functools.partial(jax.random.fold_in, PERSONAL_KEY)
 
 
 # ---------------------------------------------------------------- the hand-written reference pieces
@@ -182,6 +183,15 @@ def engine_personal(algorithm, server, rows, fed, epochs=FT_EPOCHS):
     return [one(jnp.int32(c), row) for c, row in enumerate(rows)]
 
 
+def assert_deployed(algorithm, server, rows, fed, expected):
+    """Each client deploys ``expected[c]``'s weights with BatchNorm statistics re-measured on its own
+    training examples (``fedsim.algorithms.norm_stats``), computed here by hand."""
+    deployed = engine_personal(algorithm, server, rows, fed)
+    for c, (got, want) in enumerate(zip(deployed, expected, strict=True)):
+        stats = test_fedltn_reference.reference_statistics(fed, c, want.params)
+        assert_close(got, ModelVars(want.params, stats))
+
+
 def assert_close(actual, expected):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, **TOL), actual, expected)
 
@@ -258,8 +268,7 @@ def test_lotteryfl_matches_python_loop(toy, per_round, chunk, threshold):
     assert_close(server.initial, f64(init.params))
     for row, mask in zip(rows, client_masks, strict=True):
         assert_mask(row, mask)
-    for got, want in zip(engine_personal(algorithm, server, rows, fed), personal, strict=True):
-        assert_close(got, want)
+    assert_deployed(algorithm, server, rows, fed, personal)
     # pruning after the server moved (a real rewind); the gate goes both ways (threshold 0) and passes
     # a client that already pruned; the clipped rate near the target (threshold -1)
     assert any(e["r"] > 0 and e["pruned"] for e in events), events
@@ -339,9 +348,7 @@ def check_subfedavg(toy, per_round, chunk, target, acc_thresh):
     for row, (mask, params, state) in zip(rows, clients, strict=True):
         assert_mask(row.mask, mask)
         assert_close(row.model, ModelVars(params, state))
-    personal = engine_personal(algorithm, server, rows, fed)
-    for got, (_, params, state) in zip(personal, clients, strict=True):
-        assert_close(got, ModelVars(params, state))
+    assert_deployed(algorithm, server, rows, fed, [ModelVars(p, s) for _, p, s in clients])
     return events
 
 
@@ -412,8 +419,7 @@ def test_fedbn_matches_python_loop(toy, per_round, chunk):
         assert sorted(row.norm) == sorted(norm)
         assert_close(row.norm, norm)
         assert_close(row.state, state)
-    for got, want in zip(engine_personal(algorithm, server, rows, fed), personal, strict=True):
-        assert_close(got, want)
+    assert_deployed(algorithm, server, rows, fed, personal)
     # personal normalisation: the clients that trained differ from each other
     scales = [np.asarray(row.norm["BatchNorm_0/scale"]) for row in rows]
     assert np.ptp(np.stack(scales), axis=0).max() > 0
@@ -459,9 +465,7 @@ def test_ditto_matches_python_loop(toy, per_round, chunk):
     for row, want in zip(rows, clients, strict=True):
         assert bool(row.trained) == (want is not None)
         assert_close(row.model, want or init)
-    deployed = [want or ModelVars(w_g, s_g) for want in clients]
-    for got, want in zip(engine_personal(algorithm, server, rows, fed), deployed, strict=True):
-        assert_close(got, want)
+    assert_deployed(algorithm, server, rows, fed, [want or ModelVars(w_g, s_g) for want in clients])
 
 
 # -------------------------------------------------------------------------- FedAvg + fine-tune
@@ -488,12 +492,12 @@ def test_fedavg_ft_matches_python_loop(toy):
     assert_close(server.model.params, w_g)
     assert_close(server.model.state, s_g)
     assert all(jax.tree.leaves(row) == [] for row in rows)  # no persistent client state
-    personal = engine_personal(algorithm, server, rows, fed)
-    for c, got in enumerate(personal):
-        key = jax.random.fold_in(PERSONAL_KEY, c)
-        tuned = sgd(model, fed, w_g, s_g, real_batches(fed, key, c, FT_EPOCHS))
-        assert_close(got, ModelVars(*tuned))
-        assert not np.allclose(got.params["Dense_1"]["kernel"], w_g["Dense_1"]["kernel"])
+    tuned = [
+        ModelVars(*sgd(model, fed, w_g, s_g, real_batches(fed, fold_in(c), c, FT_EPOCHS)))
+        for c in range(NUM_CLIENTS)
+    ]
+    assert_deployed(algorithm, server, rows, fed, tuned)
+    assert not np.allclose(tuned[0].params["Dense_1"]["kernel"], w_g["Dense_1"]["kernel"])
 
 
 # --------------------------------------------------------------------------------- local-only
@@ -517,5 +521,4 @@ def test_local_only_matches_python_loop(toy):
     assert_close(server.model, f64(init))
     for row, want in zip(rows, clients, strict=True):
         assert_close(row, want)
-    for got, want in zip(engine_personal(algorithm, server, rows, fed), clients, strict=True):
-        assert_close(got, want)
+    assert_deployed(algorithm, server, rows, fed, clients)

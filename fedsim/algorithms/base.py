@@ -33,6 +33,7 @@ class ClientTask(NamedTuple):
     client_id: jax.Array  # int32 scalar, the client's row in the population
     val_indices: jax.Array  # int32 [V] held-out validation examples (V = 0 without validation)
     val_mask: jax.Array  # bool [V], False on padding
+    examples: jax.Array  # int32 [N_max] the client's training examples, the first num_examples real
 
 
 class ClientResult(NamedTuple):

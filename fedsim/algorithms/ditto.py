@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fedsim.algorithms import norm_stats
 from fedsim.algorithms.base import FederatedAlgorithm, dense_personal
 from fedsim.algorithms.fedavg import fedavg
 from fedsim.algorithms.local import local_train
@@ -32,10 +33,13 @@ def ditto(
     client_optimizer: optax.GradientTransformation,
     server_optimizer: optax.GradientTransformation | None = None,
     lam: float = 0.1,
+    reestimate_bn: bool = True,
     name: str = "ditto",
 ) -> FederatedAlgorithm:
-    """FedAvg for the global model plus a proximal personal model per client (``lam`` = lambda)."""
+    """FedAvg for the global model plus a proximal personal model per client (``lam`` = lambda); with
+    ``reestimate_bn`` the deployed model's BatchNorm statistics are re-measured on the client's data."""
     base = fedavg(model, client_optimizer, server_optimizer, name=name)
+    refresh = norm_stats.reestimator(model, reestimate_bn)
 
     def client_update(server_state, personal: Personal, task, dataset):
         result = base.client_update(server_state, (), task, dataset)
@@ -49,7 +53,8 @@ def ditto(
 
     def personalize(server_state, personal: Personal, task, dataset):
         pick = lambda mine, server: jnp.where(personal.trained, mine, server)
-        return dense_personal(jax.tree.map(pick, personal.model, server_state.model))
+        deployed = jax.tree.map(pick, personal.model, server_state.model)
+        return dense_personal(refresh(deployed, task, dataset))
 
     return base._replace(
         client_init=lambda model_vars: Personal(model_vars, jnp.bool_(False)),
@@ -60,7 +65,9 @@ def ditto(
 
 SPEC = AlgorithmSpec(
     "ditto",
-    lambda hp, setup: ditto(setup.model, setup.optimizer, server_optimizer(hp), lam=hp["lam"]),
+    lambda hp, setup: ditto(
+        setup.model, setup.optimizer, server_optimizer(hp), hp["lam"], setup.reestimate_bn
+    ),
     hparams={
         "lam": 0.1,  # pull of each personal model towards the global one (paper's lambda)
         **SERVER_SGD,

@@ -3,7 +3,8 @@ Normalization', ICLR 2021 (official code med-air/FedBN).
 
 FedAvg in which every normalisation leaf (scale, bias, running mean and variance) stays on its client and
 is never sent or averaged; all other parameters are averaged weighted by ``n_k``. A client deploys the
-server's shared weights with its own normalisation. The server also keeps the round's mean of the
+server's shared weights with its own normalisation, its statistics re-measured on its own training
+data for those weights (``reestimate_bn``; the stored ones belong to its last participation's weights). The server also keeps the round's mean of the
 clients' normalisation, used only to report ``global_acc`` (it is never sent to a client).
 """
 
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fedsim.algorithms import norm_stats
 from fedsim.algorithms.base import ClientResult, FederatedAlgorithm, dense_personal
 from fedsim.algorithms.local import local_train
 from fedsim.algorithms.spec import AlgorithmSpec
@@ -40,9 +42,14 @@ class ClientState(NamedTuple):
 
 
 def fedbn(
-    model: Model, client_optimizer: optax.GradientTransformation, name: str = "fedbn"
+    model: Model,
+    client_optimizer: optax.GradientTransformation,
+    reestimate_bn: bool = True,
+    name: str = "fedbn",
 ) -> FederatedAlgorithm:
-    """FedAvg with personal normalisation layers."""
+    """FedAvg with personal normalisation layers; with ``reestimate_bn`` a client deploys statistics
+    re-measured for the current shared weights on its own data (``norm_stats``)."""
+    refresh = norm_stats.reestimator(model, reestimate_bn)
 
     def own_model(server_state, own: ClientState) -> ModelVars:
         return ModelVars(masks.merge_norm(server_state.model.params, own.norm), own.state)
@@ -75,11 +82,13 @@ def fedbn(
         return ServerState(ModelVars(mean(total.params), mean(total.state)))
 
     def personalize(server_state, own: ClientState, task, dataset):
-        return dense_personal(own_model(server_state, own))
+        return dense_personal(refresh(own_model(server_state, own), task, dataset))
 
     return FederatedAlgorithm(
         name, ServerState, client_init, client_update, server_update, personalize
     )
 
 
-SPEC = AlgorithmSpec("fedbn", lambda hp, setup: fedbn(setup.model, setup.optimizer))
+SPEC = AlgorithmSpec(
+    "fedbn", lambda hp, setup: fedbn(setup.model, setup.optimizer, setup.reestimate_bn)
+)

@@ -1,8 +1,10 @@
 """FedLTN: Mugunthan, Lin, Gokul, Lau, Kagal, Pieper, 'FedLTN: Federated Learning for Sparse and
 Personalized Lottery Ticket Networks', ECCV 2022.
 
-Each client trains its masked model, then, once its local validation accuracy clears
-``prune_threshold``, prunes ``min(prune_rate, 1 - target/density)`` of its surviving weights by trained
+Each client trains its masked model, re-measures its BatchNorm statistics on its own examples
+(``norm_stats``; key ``reestimate_bn``), then, once its local validation accuracy clears
+``prune_threshold`` and beats the validation split's majority-class rate (so a constant predictor never
+prunes), prunes ``min(prune_rate, 1 - target/density)`` of its surviving weights by trained
 magnitude with no rewinding. Normalisation layers (parameters and statistics) stay personal (FedBN).
 The server averages every coordinate over the clients whose mask keeps it and applies momentum
 (FedAvgM form) only where some client covered the coordinate, so weights nobody trains do not drift.
@@ -26,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fedsim.algorithms import masked
+from fedsim.algorithms import masked, norm_stats
 from fedsim.algorithms.base import (
     ClientResult,
     FederatedAlgorithm,
@@ -90,14 +92,17 @@ def entry_mask(received, own: ClientState, task, budgets: tuple[float, ...], sco
     return jax.tree.map(lambda a, b: jnp.where(own.joined, a, b), own.mask, lean)
 
 
-def train_and_prune(model: Model, optimizer, rule: Pruning, start: ModelVars, mask, task, dataset):
-    """Steps 3-4: masked local training, then pruning without rewinding when local validation
-    accuracy clears the threshold. Returns ``(trained ModelVars, new mask, loss)``."""
+def train_and_prune(
+    model: Model, optimizer, rule: Pruning, refresh, start: ModelVars, mask, task, dataset
+):
+    """Steps 3-4: masked local training, BatchNorm statistics re-measured (``refresh``), then pruning
+    without rewinding when the validation gate passes. Returns ``(trained ModelVars, new mask,
+    loss)``."""
     result = masked.masked_local_train(model, optimizer, start, mask, task, dataset)
-    trained = result.model
-    accuracy = masked.validation_accuracy(model, trained, task, dataset)
+    trained = refresh(result.model, task, dataset)
     current = masks.density(mask, trained.params)
-    prune = (accuracy >= rule.prune_threshold) & (current > rule.target_density)
+    passes = masked.validation_gate(model, trained, task, dataset, rule.prune_threshold)
+    prune = passes & (current > rule.target_density)
     rate = jnp.clip(1.0 - rule.target_density / current, 0.0, rule.prune_rate)
     pruned = pruning.magnitude_prune(trained.params, mask, rate, rule.scope)
     new_mask = jax.tree.map(lambda p, m: jnp.where(prune, p, m), pruned, mask)
@@ -139,10 +144,6 @@ def server_update(server_state, total: Update, *, server_lr: float, server_momen
     return ServerState(average._replace(params=params), momentum)
 
 
-def personalize(server_state, own: ClientState, task, dataset):
-    return masked.personal_model(ModelVars(own.params, own.state), own.mask)
-
-
 def jump_start(name: str, local, budgets, scope: str, rounds: int, by_examples: bool) -> Warmup:
     """Jump-Start as a ``Warmup``: ``rounds`` virtual rounds of ``local`` (``train_and_prune`` with its
     settings bound) from the initial model, then one upload (no download); the server takes the
@@ -178,7 +179,7 @@ def jump_start(name: str, local, budgets, scope: str, rounds: int, by_examples: 
         )
 
     algorithm = FederatedAlgorithm(
-        f"{name}_jump_start", server_init, client_init, client_update, round_zero, personalize
+        f"{name}_jump_start", server_init, client_init, client_update, round_zero
     )
     return Warmup(algorithm, epochs=rounds)
 
@@ -207,22 +208,26 @@ def fedltn(
     target_density: float = 0.1,
     prune_rate: float = 0.2,
     prune_threshold: float = 0.5,
-    server_lr: float = 1.0,
+    server_lr: float = 0.1,
     server_momentum: float = 0.9,
     scope: str = "layer",
     weight_by_examples: bool = False,
     density_budgets: tuple[float, ...] = (),
     jump_start_rounds: int = 0,
+    reestimate_bn: bool = True,
     name: str = "fedltn",
 ) -> FederatedAlgorithm:
-    """FedLTN with fedsim's defaults (``target_density`` 0.1, ``prune_rate`` 0.2, threshold 0.5).
+    """FedLTN with fedsim's defaults (``target_density`` 0.1, ``prune_rate`` 0.2, threshold 0.5,
+    ``server_lr`` 0.1 at ``server_momentum`` 0.9: the rule ``server_lr = 1 - server_momentum`` makes
+    the server's steady-state step ``server_lr / (1 - server_momentum)`` one mean update, as FedAvg's).
 
     With ``jump_start_rounds > 0`` the algorithm carries its Jump-Start as ``warmup`` (its clients get
     ``jump_start_rounds`` times the local epochs of a round, one block per virtual round); with
     ``density_budgets`` it reports each tier (``tier_report``)."""
     budgets = tuple(density_budgets)
     rule = Pruning(target_density, prune_rate, prune_threshold, scope)
-    local = functools.partial(train_and_prune, model, client_optimizer, rule)
+    refresh = norm_stats.reestimator(model, reestimate_bn)
+    local = functools.partial(train_and_prune, model, client_optimizer, rule, refresh)
 
     def client_update(server_state, own: ClientState, task, dataset):
         received = download(server_state.model.params, own)
@@ -231,6 +236,10 @@ def fedltn(
         trained, new_mask, loss = local(start, mask, task, dataset)
         down_bytes = masked_bytes(start.params, mask, skip_norm=True)
         return upload(server_state, trained, new_mask, task, loss, down_bytes, weight_by_examples)
+
+    def personalize(server_state, own: ClientState, task, dataset):
+        deployed = refresh(ModelVars(own.params, own.state), task, dataset)
+        return masked.personal_model(deployed, own.mask)
 
     warmup = None
     if jump_start_rounds:
@@ -255,6 +264,7 @@ def _build(hp: dict, setup: ClientSetup) -> FederatedAlgorithm:
         server_momentum=hp["server_momentum"],
         density_budgets=tuple(hp["density_budgets"]),
         jump_start_rounds=hp["jump_start_rounds"],
+        reestimate_bn=setup.reestimate_bn,
         **masked.pruning_kwargs(hp),
     )
 
@@ -273,7 +283,7 @@ SPEC = AlgorithmSpec(
     _build,
     hparams={
         **masked.PRUNING,
-        "server_lr": 1.0,  # with server_momentum beta the server moves lr / (1 - beta) x the mean
+        "server_lr": 0.1,  # eta; eta / (1 - beta) = 1: in steady state one mean update per round
         "server_momentum": 0.9,  # momentum beta over the covered coordinates of the masked mean
         "density_budgets": (),  # lean start: per-client density tiers, e.g. (1.0, 0.5, 0.25)
         "jump_start_rounds": 0,  # Jump-Start: local-only virtual rounds before round 1 (paper: 3)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fedsim.algorithms import norm_stats
 from fedsim.algorithms.base import ClientResult, FederatedAlgorithm, dense_personal
 from fedsim.algorithms.local import local_train
 from fedsim.algorithms.spec import AlgorithmSpec
@@ -24,9 +25,14 @@ class Contribution(NamedTuple):
 
 
 def local_only(
-    model: Model, client_optimizer: optax.GradientTransformation, name: str = "local_only"
+    model: Model,
+    client_optimizer: optax.GradientTransformation,
+    reestimate_bn: bool = True,
+    name: str = "local_only",
 ) -> FederatedAlgorithm:
-    """Sampled clients train their own model for the round's local epochs; the server does nothing."""
+    """Sampled clients train their own model for the round's local epochs; the server does nothing.
+    With ``reestimate_bn`` a client deploys BatchNorm statistics re-measured on its data."""
+    refresh = norm_stats.reestimator(model, reestimate_bn)
 
     def client_update(server_state, own, task, dataset):
         result = local_train(model, client_optimizer, own, task, dataset)
@@ -42,11 +48,13 @@ def local_only(
         return server_state
 
     def personalize(server_state, own, task, dataset):
-        return dense_personal(own)
+        return dense_personal(refresh(own, task, dataset))
 
     return FederatedAlgorithm(
         name, ServerState, lambda model_vars: model_vars, client_update, server_update, personalize
     )
 
 
-SPEC = AlgorithmSpec("local_only", lambda hp, setup: local_only(setup.model, setup.optimizer))
+SPEC = AlgorithmSpec(
+    "local_only", lambda hp, setup: local_only(setup.model, setup.optimizer, setup.reestimate_bn)
+)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedsim.algorithms import masked
+from fedsim.algorithms import masked, norm_stats
 from fedsim.algorithms.base import ClientResult, FederatedAlgorithm
 from fedsim.algorithms.spec import AlgorithmSpec, ClientSetup
 from fedsim.compress import masks, pruning
@@ -38,9 +38,12 @@ def lotteryfl(
     prune_threshold: float = 0.2,
     scope: str = "layer",
     weight_by_examples: bool = False,
+    reestimate_bn: bool = True,
     name: str = "lotteryfl",
 ) -> FederatedAlgorithm:
-    """LotteryFL with its code's defaults (start accuracy 0.2, rate 0.2 per prune event)."""
+    """LotteryFL with its code's defaults (start accuracy 0.2, rate 0.2 per prune event); with
+    ``reestimate_bn`` the deployed model's BatchNorm statistics are re-measured on the client's data."""
+    refresh = norm_stats.reestimator(model, reestimate_bn)
 
     def server_init(model_vars):
         return ServerState(model_vars, model_vars.params)
@@ -81,9 +84,8 @@ def lotteryfl(
 
     def personalize(server_state, mask, task, dataset):
         server = server_state.model
-        return masked.personal_model(
-            ModelVars(masks.apply_mask(server.params, mask), server.state), mask
-        )
+        deployed = ModelVars(masks.apply_mask(server.params, mask), server.state)
+        return masked.personal_model(refresh(deployed, task, dataset), mask)
 
     return FederatedAlgorithm(
         name, server_init, client_init, client_update, server_update, personalize
@@ -91,7 +93,12 @@ def lotteryfl(
 
 
 def _build(hp: dict, setup: ClientSetup) -> FederatedAlgorithm:
-    return lotteryfl(setup.model, setup.optimizer, **masked.pruning_kwargs(hp))
+    return lotteryfl(
+        setup.model,
+        setup.optimizer,
+        reestimate_bn=setup.reestimate_bn,
+        **masked.pruning_kwargs(hp),
+    )
 
 
 SPEC = AlgorithmSpec(

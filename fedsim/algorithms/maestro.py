@@ -21,46 +21,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedsim.algorithms import masked
+from fedsim.algorithms import masked, norm_stats
 from fedsim.algorithms.base import ClientResult, FederatedAlgorithm, Personal, Submodel, Update
 from fedsim.algorithms.local import local_train, masked_cross_entropy
 from fedsim.algorithms.spec import AlgorithmSpec, ClientSetup, check_ranges
 from fedsim.compress import lowrank, masks
 from fedsim.errors import ConfigError
 from fedsim.models.base import Model, ModelVars
-from fedsim.models.layers import BN_MOMENTUM, RANKS
-
-BATCH_STATS = "batch_stats"
+from fedsim.models.layers import RANKS
 
 
 class ServerState(NamedTuple):
     model: ModelVars  # factors and dense leaves; the kept ranks r_l in model.state['ranks']
     round: jax.Array  # int32 rounds completed
-
-
-def recalibrate_batch_norm(model: Model, model_vars: ModelVars, task, dataset) -> ModelVars:
-    """BatchNorm statistics re-estimated for the full model: the equal-weight mean over the
-    client's batches of each batch's statistics, recovered from one momentum update from zero."""
-    zero = jax.tree.map(jnp.zeros_like, model_vars.state[BATCH_STATS])
-
-    def step(total, inputs):
-        indices, mask = inputs
-        state = {**model_vars.state, BATCH_STATS: zero}
-        x = dataset.x[indices]
-        _, new = model.apply(ModelVars(model_vars.params, state), x, True, task.key, mask)
-        real = jnp.any(mask)
-        batch = jax.tree.map(lambda s: s / (1 - BN_MOMENTUM), new[BATCH_STATS])
-        total = (
-            jax.tree.map(lambda t, b: t + jnp.where(real, b, 0), total[0], batch),
-            total[1] + real,
-        )
-        return total, None
-
-    (stats, count), _ = jax.lax.scan(
-        step, (zero, jnp.int32(0)), (task.batch_indices, task.batch_mask)
-    )
-    stats = jax.tree.map(lambda s: s / jnp.maximum(count, 1), stats)
-    return model_vars._replace(state={**model_vars.state, BATCH_STATS: stats})
 
 
 class Settings(NamedTuple):
@@ -136,8 +109,8 @@ def client_update(
     loss_fn = local_loss(model, caps, settings)
     result = local_train(model, optimizer, start, task, dataset, decay_own_slots, loss_fn)
     trained = result.model
-    if settings.recalibrate_bn and BATCH_STATS in trained.state:
-        trained = recalibrate_batch_norm(model, trained, task, dataset)
+    if settings.recalibrate_bn:
+        trained = norm_stats.reestimate(model, trained, task, dataset)
     shared = ModelVars(trained.params, lowrank.without_ranks(trained.state))
     weight = task.num_examples.astype(jnp.float32)
     traffic = transfer_bytes(trained, caps)
@@ -206,7 +179,8 @@ def maestro(
 
     ``shrink_every=0`` never cuts ranks and ``ordered_dropout=False`` always trains every kept slot
     (with ``lambda_gl=0`` that fine-tunes fixed-rank factors: the truncated-SVD baseline).
-    ``recalibrate_bn`` re-estimates BatchNorm statistics of the full model after local training.
+    ``recalibrate_bn`` re-estimates the BatchNorm statistics of the trained model on the client's
+    examples (``norm_stats.reestimate``; config key ``reestimate_bn``).
 
     >>> import optax
     >>> from fedsim.models import get_model
@@ -239,7 +213,7 @@ def _build(hp: dict, setup: ClientSetup) -> FederatedAlgorithm:
         tiers=tuple(hp["rank_tiers"]),
         shrink_every=hp["shrink_every"],
         ordered_dropout=hp["ordered_dropout"],
-        recalibrate_bn=hp["recalibrate_bn"],
+        recalibrate_bn=setup.reestimate_bn,
     )
 
 
@@ -262,7 +236,6 @@ SPEC = AlgorithmSpec(
         "weight_decay": 1e-4,  # coupled weight decay on the client's own slots
         "shrink_every": 1,  # rounds between shrinking steps (0 = never)
         "ordered_dropout": True,  # per-layer rank sampling; False trains every kept slot
-        "recalibrate_bn": True,  # re-estimate BatchNorm statistics of the full model after training
         "rank_tiers": (1.0,),  # FjORD tiers: client k trains ceil(p r) slots, p = tiers[k % T]
     },
     traceable=("lambda_gl", "weight_decay"),

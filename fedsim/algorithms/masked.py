@@ -41,12 +41,28 @@ def masked_local_train(
     return result._replace(model=result.model._replace(params=params))
 
 
-def validation_accuracy(model: Model, model_vars: ModelVars, task: ClientTask, dataset: Dataset):
-    """Accuracy on the client's held-out validation split (0 when it has none)."""
+def validation_scores(model: Model, model_vars: ModelVars, task: ClientTask, dataset: Dataset):
+    """``(accuracy, majority-class rate)`` on the client's held-out validation split (0s without one);
+    the majority-class rate is what the best constant predictor scores there."""
     x, y = dataset.x[task.val_indices], dataset.y[task.val_indices]
     logits, _ = model.apply(model_vars, x, False, task.key)
+    size = jnp.maximum(jnp.sum(task.val_mask), 1)
     hits = jnp.sum((jnp.argmax(logits, axis=-1) == y) & task.val_mask)
-    return hits / jnp.maximum(jnp.sum(task.val_mask), 1)
+    counts = jnp.sum(jax.nn.one_hot(y, logits.shape[-1]) * task.val_mask[:, None], axis=0)
+    return hits / size, jnp.max(counts, initial=0.0) / size
+
+
+def validation_accuracy(model: Model, model_vars: ModelVars, task: ClientTask, dataset: Dataset):
+    """Accuracy on the client's held-out validation split (0 when it has none)."""
+    return validation_scores(model, model_vars, task, dataset)[0]
+
+
+def validation_gate(model: Model, model_vars, task: ClientTask, dataset: Dataset, threshold):
+    """FedLTN's pruning gate: validation accuracy at least ``threshold`` and strictly above the split's
+    majority-class rate, so a model no better than a constant predictor (e.g. on a two-label client)
+    never prunes; False without a validation split."""
+    accuracy, majority = validation_scores(model, model_vars, task, dataset)
+    return (accuracy >= threshold) & (accuracy > majority)
 
 
 def aggregation_weight(task: ClientTask, by_examples: bool) -> jax.Array:

@@ -27,6 +27,7 @@ class ClientSetup(NamedTuple):
     lr: Any  # client learning rate (a traced array inside a vmapped grid)
     local_epochs: int
     momentum: float = 0.0  # the optimiser's ``momentum`` argument (0: none)
+    reestimate_bn: bool = True  # re-measure kept/deployed BatchNorm statistics (``norm_stats``)
 
 
 class AlgorithmSpec(NamedTuple):

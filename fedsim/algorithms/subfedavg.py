@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedsim.algorithms import masked
+from fedsim.algorithms import masked, norm_stats
 from fedsim.algorithms.base import ClientResult, FederatedAlgorithm
 from fedsim.algorithms.fedavg import ServerState
 from fedsim.algorithms.spec import AlgorithmSpec, ClientSetup, check_ranges
@@ -113,10 +113,6 @@ def server_update(server_state, total):
     return server_state._replace(model=masked.masked_server_model(total, server_state.model))
 
 
-def personalize(server_state, own: ClientState, task, dataset):
-    return masked.personal_model(own.model, own.mask)
-
-
 def subfedavg(
     model: Model,
     client_optimizer: optax.GradientTransformation,
@@ -128,10 +124,13 @@ def subfedavg(
     dist_thresh: float = 1e-4,
     scope: str = "layer",
     weight_by_examples: bool = False,
+    reestimate_bn: bool = True,
     name: str = "subfedavg",
 ) -> FederatedAlgorithm:
-    """Sub-FedAvg with its script's defaults (10 % per prune event, distance 1e-4, accuracy 0.5)."""
+    """Sub-FedAvg with its script's defaults (10 % per prune event, distance 1e-4, accuracy 0.5); with
+    ``reestimate_bn`` the deployed model's BatchNorm statistics are re-measured on the client's data."""
     rule = Pruning(target_density, prune_rate, prune_threshold, dist_thresh, scope)
+    refresh = norm_stats.reestimator(model, reestimate_bn)
 
     def client_update(server_state, own: ClientState, task, dataset):
         server = server_state.model
@@ -150,6 +149,9 @@ def subfedavg(
         deployed = ModelVars(params, trained.state)
         return upload(server, received, mask, deployed, new_mask, task, loss, weight_by_examples)
 
+    def personalize(server_state, own: ClientState, task, dataset):
+        return masked.personal_model(refresh(own.model, task, dataset), own.mask)
+
     return FederatedAlgorithm(
         name, server_init, client_init, client_update, server_update, personalize
     )
@@ -161,6 +163,7 @@ def _build(hp: dict, setup: ClientSetup) -> FederatedAlgorithm:
         setup.optimizer,
         local_epochs=setup.local_epochs,
         dist_thresh=hp["dist_thresh"],
+        reestimate_bn=setup.reestimate_bn,
         **masked.pruning_kwargs(hp),
     )
 

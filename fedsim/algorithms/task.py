@@ -27,9 +27,10 @@ def client_task(federation: Federation, row, key, *, epochs: int, batch_size: in
     """Client ``row``'s local schedule for one round (or one fine-tuning pass) under ``key``."""
     batch_key, task_key = jax.random.split(key)
     num_examples = federation.num_examples[row]
+    examples = federation.client_indices[row]
     indices, mask = client_batches(
         batch_key,
-        federation.client_indices[row],
+        examples,
         num_examples,
         epochs=epochs,
         batch_size=batch_size,
@@ -39,4 +40,6 @@ def client_task(federation: Federation, row, key, *, epochs: int, batch_size: in
     else:
         val_indices = federation.val_indices[row]
         val_mask = jnp.arange(val_indices.shape[0]) < federation.num_val[row]
-    return ClientTask(indices, mask, num_examples, task_key, jnp.int32(row), val_indices, val_mask)
+    return ClientTask(
+        indices, mask, num_examples, task_key, jnp.int32(row), val_indices, val_mask, examples
+    )

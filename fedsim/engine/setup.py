@@ -138,7 +138,7 @@ def _algorithm(config, model: Model, dp, data: FederatedData) -> tuple[Callable,
         optimizer = client_optimizer(config.client_optimizer, lr, config.client_momentum)
         setup = ClientSetup(
             model, config.num_clients, optimizer, config.client_optimizer, lr,
-            config.local_epochs, config.client_momentum,
+            config.local_epochs, config.client_momentum, config.reestimate_bn,
         )  # fmt: skip
         return spec.build({**hparams, **own}, setup)
 

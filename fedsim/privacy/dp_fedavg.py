@@ -126,6 +126,7 @@ def check_wrappable(algorithm: FederatedAlgorithm, model_vars, dataset: Dataset)
         client_id=jnp.int32(0),
         val_indices=jnp.zeros((1,), jnp.int32),
         val_mask=jnp.ones((1,), bool),
+        examples=jnp.zeros((1,), jnp.int32),
     )
     result = jax.eval_shape(algorithm.client_update, server, client, task, dataset)
     require_update(algorithm.name, result.contribution)
