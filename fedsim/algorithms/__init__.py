@@ -28,6 +28,7 @@ BUILTIN = {
     "fedltn": "fedsim.algorithms.fedltn:SPEC",
     "maestro": "fedsim.algorithms.maestro:SPEC",
     "fednova": "fedsim.algorithms.fednova:SPEC",
+    "feddyn": "fedsim.algorithms.feddyn:SPEC",
 }
 ALGORITHMS = tuple(BUILTIN)
 
