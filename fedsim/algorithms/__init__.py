@@ -29,6 +29,7 @@ BUILTIN = {
     "maestro": "fedsim.algorithms.maestro:SPEC",
     "fednova": "fedsim.algorithms.fednova:SPEC",
     "feddyn": "fedsim.algorithms.feddyn:SPEC",
+    "moon": "fedsim.algorithms.moon:SPEC",
 }
 ALGORITHMS = tuple(BUILTIN)
 
