@@ -28,6 +28,8 @@ BUILTIN = {
     "fedltn": "fedsim.algorithms.fedltn:SPEC",
     "maestro": "fedsim.algorithms.maestro:SPEC",
     "fednova": "fedsim.algorithms.fednova:SPEC",
+    "feddyn": "fedsim.algorithms.feddyn:SPEC",
+    "moon": "fedsim.algorithms.moon:SPEC",
 }
 ALGORITHMS = tuple(BUILTIN)
 

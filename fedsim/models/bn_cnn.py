@@ -13,7 +13,7 @@ key containing "Norm".
 
 import flax.linen as nn
 
-from fedsim.models.base import Model, factorized_model, from_flax
+from fedsim.models.base import REPRESENTATION, Model, factorized_model, from_flax
 from fedsim.models.layers import BN_MOMENTUM, Conv2D, Dense, max_pool_2x2
 
 NORMS = ("batch", "group")
@@ -57,6 +57,7 @@ class BNCNN(nn.Module):
         x = x.reshape((x.shape[0], -1))
         x = Dense(self.hidden, factorized=low)(x)
         x = nn.relu(normalise(x, self.norm, self.groups, train, mask))
+        self.sow(REPRESENTATION, "z", x)
         return Dense(self.num_classes, factorized=low)(x)
 
 

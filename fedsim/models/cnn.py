@@ -3,7 +3,7 @@ Decentralized Data': conv5x5-32, max-pool 2, conv5x5-64, max-pool 2, fc-512, fc-
 
 import flax.linen as nn
 
-from fedsim.models.base import Model, factorized_model, from_flax
+from fedsim.models.base import REPRESENTATION, Model, factorized_model, from_flax
 from fedsim.models.layers import Conv2D, Dense, max_pool_2x2
 
 
@@ -22,6 +22,7 @@ class FedAvgCNN(nn.Module):
             x = max_pool_2x2(nn.relu(x))
         x = x.reshape((x.shape[0], -1))
         x = nn.relu(Dense(self.hidden, factorized=low)(x))
+        self.sow(REPRESENTATION, "z", x)
         return Dense(self.num_classes, factorized=low)(x)
 
 

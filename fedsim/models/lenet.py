@@ -4,7 +4,7 @@ conv5x5-6, pool, conv5x5-16, pool, fc-120, fc-84, fc-classes; the first convolut
 
 import flax.linen as nn
 
-from fedsim.models.base import Model, from_flax
+from fedsim.models.base import REPRESENTATION, Model, from_flax
 from fedsim.models.layers import Conv2D, max_pool_2x2
 
 
@@ -19,6 +19,7 @@ class LeNet5(nn.Module):
         x = x.reshape((x.shape[0], -1))
         x = nn.relu(nn.Dense(120)(x))
         x = nn.relu(nn.Dense(84)(x))
+        self.sow(REPRESENTATION, "z", x)
         return nn.Dense(self.num_classes)(x)
 
 

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 
-from fedsim.models.base import Model, factorized_model, from_flax
+from fedsim.models.base import REPRESENTATION, Model, factorized_model, from_flax
 from fedsim.models.layers import Dense
 
 
@@ -18,6 +18,7 @@ class MLP(nn.Module):
         x = x.reshape((x.shape[0], -1))
         for width in self.hidden:
             x = nn.relu(Dense(width, factorized=self.factorized)(x))
+        self.sow(REPRESENTATION, "z", x)
         return Dense(self.num_classes, factorized=self.factorized)(x)
 
 

@@ -5,7 +5,7 @@ conv, no max-pool, 4 stages of 2 BasicBlocks (64, 128, 256, 512 channels; stride
 
 import flax.linen as nn
 
-from fedsim.models.base import Model, from_flax
+from fedsim.models.base import REPRESENTATION, Model, from_flax
 from fedsim.models.bn_cnn import check_norm, normalise
 
 
@@ -44,7 +44,9 @@ class ResNet18(nn.Module):
                 x = BasicBlock(self.width * 2**stage, stride, self.norm, self.groups)(
                     x, train, mask
                 )
-        return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
+        x = x.mean(axis=(1, 2))
+        self.sow(REPRESENTATION, "z", x)
+        return nn.Dense(self.num_classes)(x)
 
 
 def make(num_classes: int, width: int = 64, norm: str = "batch", groups: int = 2) -> Model:

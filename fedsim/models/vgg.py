@@ -5,7 +5,7 @@ Recognition') in its common CIFAR form: configuration A (64, M, 128, M, 256, 256
 
 import flax.linen as nn
 
-from fedsim.models.base import Model, from_flax
+from fedsim.models.base import REPRESENTATION, Model, from_flax
 from fedsim.models.bn_cnn import check_norm, normalise
 from fedsim.models.layers import Conv2D, max_pool_2x2
 
@@ -28,6 +28,7 @@ class VGG11(nn.Module):
                 x = Conv2D(item * self.width, (3, 3), impl=self.conv_impl)(x)
                 x = nn.relu(normalise(x, self.norm, self.groups, train, mask))
         x = x.reshape((x.shape[0], -1))
+        self.sow(REPRESENTATION, "z", x)
         return nn.Dense(self.num_classes)(x)
 
 
