@@ -28,6 +28,7 @@ BUILTIN = {
     "fedltn": "fedsim.algorithms.fedltn:SPEC",
     "maestro": "fedsim.algorithms.maestro:SPEC",
     "fednova": "fedsim.algorithms.fednova:SPEC",
+    "fedper": "fedsim.algorithms.fedper:SPEC",
 }
 ALGORITHMS = tuple(BUILTIN)
 
