@@ -29,6 +29,7 @@ BUILTIN = {
     "maestro": "fedsim.algorithms.maestro:SPEC",
     "fednova": "fedsim.algorithms.fednova:SPEC",
     "fedper": "fedsim.algorithms.fedper:SPEC",
+    "fedrep": "fedsim.algorithms.fedrep:SPEC",
 }
 ALGORITHMS = tuple(BUILTIN)
 
