@@ -78,18 +78,27 @@ def test_head_is_the_last_dense_layers_by_index():
         head_layers(params, 5, "fedper")
 
 
+def run_smoke(tmp_path, algorithm, *extra) -> dict:
+    """``fedsim run`` of the smoke config with ``algorithm``: it exits 0; its summary."""
+    argv = ["run", "--config=configs/fedavg.py:smoke", f"--config.algorithm={algorithm}", *extra]
+    assert main([*argv, f"--workdir={tmp_path}"]) == 0
+    return json.loads((tmp_path / "summary.json").read_text())
+
+
+def check_personal_sweep(tmp_path, capsys, cells: str):
+    """``fedsim sweep`` over two ``cells`` trains one vmapped grid whose clients' models differ."""
+    cells = run_sweep_cells(tmp_path, cells)
+    assert "2 cells trained as one vmapped grid" in capsys.readouterr().out
+    assert cells[0]["summary"]["personal_acc_mean"] != cells[1]["summary"]["personal_acc_mean"]
+
+
 @pytest.mark.parametrize("extra", [[], ["--config.dp_clip=1.0"]])
 def test_fedper_runs_from_the_cli_and_sends_the_base_only(tmp_path, extra):
-    argv = ["run", "--config=configs/fedavg.py:smoke", "--config.algorithm=fedper", *extra]
-    assert main([*argv, f"--workdir={tmp_path}"]) == 0
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = run_smoke(tmp_path, "fedper", *extra)
     base = 784 * 16 + 16  # mnist_subset pixels -> 16 hidden units; the 16 -> 10 head stays home
     assert summary["up_mb"] == pytest.approx(2 * 3 * 4 * base / 1e6)  # rounds x clients x 4 B
 
 
 def test_fedper_sweep_is_one_vmapped_grid(tmp_path, capsys):
-    cells = run_sweep_cells(
-        tmp_path, '[{"algorithm": "fedper", "fedper.server_lr": s} for s in (0.5, 1.0)]'
-    )
-    assert "2 cells trained as one vmapped grid" in capsys.readouterr().out
-    assert cells[0]["summary"]["personal_acc_mean"] != cells[1]["summary"]["personal_acc_mean"]
+    cells = '[{"algorithm": "fedper", "fedper.server_lr": s} for s in (0.5, 1.0)]'
+    check_personal_sweep(tmp_path, capsys, cells)

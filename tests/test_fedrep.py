@@ -10,12 +10,10 @@ import optax
 import pytest
 import test_fedltn_reference
 from test_engine_reference import BATCH, EPOCHS, KEY, LR, SIZES
-from test_fedper import HEAD, check_against_reference
-from test_grid import run_sweep_cells
+from test_fedper import HEAD, check_against_reference, check_personal_sweep, run_smoke
 from test_personalised_reference import local_batches, sgd
 
 from fedsim.algorithms.fedrep import fedrep
-from fedsim.cli import main
 from fedsim.data.batching import client_batches, steps_per_epoch
 
 toy = test_fedltn_reference.toy  # three clients with validation splits, TinyBN
@@ -51,15 +49,9 @@ def test_fedrep_matches_python_loop(toy):
 
 @pytest.mark.parametrize("extra", [[], ["--config.dp_clip=1.0"]])
 def test_fedrep_runs_from_the_cli(tmp_path, extra):
-    argv = ["run", "--config=configs/fedavg.py:smoke", "--config.algorithm=fedrep", *extra]
-    assert main([*argv, "--config.fedrep.head_epochs=2", f"--workdir={tmp_path}"]) == 0
+    run_smoke(tmp_path, "fedrep", "--config.fedrep.head_epochs=2", *extra)
 
 
 def test_fedrep_sweep_is_one_vmapped_grid(tmp_path, capsys):
-    cells = run_sweep_cells(
-        tmp_path,
-        '[{"algorithm": "fedrep", "fedrep.head_epochs": 2, "fedrep.server_lr": s} '
-        "for s in (0.5, 1.0)]",
-    )
-    assert "2 cells trained as one vmapped grid" in capsys.readouterr().out
-    assert cells[0]["summary"]["personal_acc_mean"] != cells[1]["summary"]["personal_acc_mean"]
+    cells = '[{"algorithm": "fedrep", "fedrep.head_epochs": 2, "fedrep.server_lr": s} '
+    check_personal_sweep(tmp_path, capsys, cells + "for s in (0.5, 1.0)]")

@@ -30,6 +30,7 @@ BUILTIN = {
     "fednova": "fedsim.algorithms.fednova:SPEC",
     "fedper": "fedsim.algorithms.fedper:SPEC",
     "fedrep": "fedsim.algorithms.fedrep:SPEC",
+    "apfl": "fedsim.algorithms.apfl:SPEC",
 }
 ALGORITHMS = tuple(BUILTIN)
 
