@@ -31,6 +31,7 @@ BUILTIN = {
     "fedper": "fedsim.algorithms.fedper:SPEC",
     "fedrep": "fedsim.algorithms.fedrep:SPEC",
     "apfl": "fedsim.algorithms.apfl:SPEC",
+    "qffl": "fedsim.algorithms.qffl:SPEC",
 }
 ALGORITHMS = tuple(BUILTIN)
 

@@ -25,18 +25,22 @@ from fedsim.algorithms.base import ClientTask, FederatedAlgorithm
 from fedsim.algorithms.fedper import HPARAMS, fedper, head_layers
 from fedsim.algorithms.local import LocalResult, local_train
 from fedsim.algorithms.spec import AlgorithmSpec, check_ranges, server_optimizer
+from fedsim.algorithms.task import client_examples
 from fedsim.data.batching import client_batches
 from fedsim.models.base import Model
 
 
 def head_task(task: ClientTask, epochs: int, local_epochs: int) -> ClientTask:
-    """``epochs`` fresh epochs over the client's examples in ``task``, whose first epoch (of
-    ``local_epochs``) holds each real example once, packed first (``fedsim.data.batching``)."""
-    steps, batch_size = task.batch_indices.shape
-    examples = task.batch_indices[: steps // local_epochs].reshape(-1)
+    """``epochs`` fresh epochs over the examples of ``task``'s client (a task of ``local_epochs``
+    epochs), in batches of its size."""
+    examples, _ = client_examples(task, local_epochs)
     batch_key, key = jax.random.split(jax.random.fold_in(task.key, 1))
     indices, mask = client_batches(
-        batch_key, examples, task.num_examples, epochs=epochs, batch_size=batch_size
+        batch_key,
+        examples,
+        task.num_examples,
+        epochs=epochs,
+        batch_size=task.batch_indices.shape[1],
     )
     return task._replace(batch_indices=indices, batch_mask=mask, key=key)
 
