@@ -22,6 +22,7 @@ CSV_FIELDS = (
     "global_acc",
     "personal_acc_mean",
     "personal_acc_worst10",
+    "personal_acc_var",
     "loss",
     "up_mb",
     "down_mb",

@@ -30,6 +30,10 @@ BUILTIN = {
     "fednova": "fedsim.algorithms.fednova:SPEC",
     "feddyn": "fedsim.algorithms.feddyn:SPEC",
     "moon": "fedsim.algorithms.moon:SPEC",
+    "fedper": "fedsim.algorithms.fedper:SPEC",
+    "fedrep": "fedsim.algorithms.fedrep:SPEC",
+    "apfl": "fedsim.algorithms.apfl:SPEC",
+    "qffl": "fedsim.algorithms.qffl:SPEC",
 }
 ALGORITHMS = tuple(BUILTIN)
 

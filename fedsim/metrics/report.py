@@ -114,6 +114,7 @@ def round_row(round_number: int, m, scores: dict, counters: dict, wall_s: float)
         "global_acc": scores["global_acc"],
         "personal_acc_mean": float(personal_acc.mean()),
         "personal_acc_worst10": evaluate.worst_fraction_mean(personal_acc),
+        "personal_acc_var": float(personal_acc.var()),
         "up_mb": counters["up_bytes"] / 1e6,
         "down_mb": counters["down_bytes"] / 1e6,
         "model_mb": scores["model_mb"],
