@@ -28,6 +28,9 @@ BUILTIN = {
     "fedltn": "fedsim.algorithms.fedltn:SPEC",
     "maestro": "fedsim.algorithms.maestro:SPEC",
     "fednova": "fedsim.algorithms.fednova:SPEC",
+    "fedavg_topk": "fedsim.algorithms.compressed:TOPK",
+    "fedavg_qsgd": "fedsim.algorithms.compressed:QSGD",
+    "fedavg_sign": "fedsim.algorithms.compressed:SIGN",
 }
 ALGORITHMS = tuple(BUILTIN)
 
