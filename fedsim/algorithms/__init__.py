@@ -34,6 +34,9 @@ BUILTIN = {
     "fedrep": "fedsim.algorithms.fedrep:SPEC",
     "apfl": "fedsim.algorithms.apfl:SPEC",
     "qffl": "fedsim.algorithms.qffl:SPEC",
+    "fedavg_topk": "fedsim.algorithms.compressed:TOPK",
+    "fedavg_qsgd": "fedsim.algorithms.compressed:QSGD",
+    "fedavg_sign": "fedsim.algorithms.compressed:SIGN",
 }
 ALGORITHMS = tuple(BUILTIN)
 
