@@ -1,87 +1,129 @@
-"""Builds results/fedltn_fmnist.{json,md} from a ``fedsim sweep --config configs/fedltn.py`` workdir.
+"""Tables of results/fedltn.md from ``fedsim sweep`` workdirs (cells read from each run's
+config.json and summary.json, so a grid still running can be tabulated).
 
-    python results/fedltn_table.py runs/fedltn-grid
+    python results/fedltn_table.py calibration runs/fedltn-calibration
 
-Per method (cells ``<method>-s<seed>`` or ``algorithm=<method>-seed=<seed>``): final
-``personal_acc_mean``/``worst10``, ``model_mb`` (encoded and values-only), ``density``, cumulative
-``up_mb + down_mb``, and the cumulative MB at the first evaluation whose ``personal_acc_mean`` reaches
-``TARGET``; mean and std over seeds (population std, ``ddof=0``).
+``calibration``: per candidate regime of configs/fedltn_calibration.py, the floors' final
+``personal_acc_mean`` (mean ± standard error over seeds, n), the majority-class rate of the clients' own
+test splits (the best constant predictor per client, from the partition) and whether the candidate
+passes (local-only <= 0.80 and FedAvg+FT >= local-only + 0.05). Writes
+results/fedltn_calibration.json and prints the markdown table.
 """
 
 import json
-import re
 import statistics
 import sys
-from collections import defaultdict
 from pathlib import Path
 
-TARGET = 0.65
-FIELDS = ("personal_acc_mean", "personal_acc_worst10", "model_mb", "model_mb_values", "density")
+import numpy as np
+
+from fedsim import config as config_lib
+from fedsim.data.assemble import federation_from_config
+
+ROOT = Path(__file__).resolve().parents[1]
+calibration = config_lib.config_module(str(ROOT / "configs/fedltn_calibration.py"))
+LOCAL_CEILING, GAIN = 0.80, 0.05
+DATA_KEYS = ("partition", "labels_per_client", "alpha", "train_examples", "num_clients")
 
 
-def cell_name(path: Path) -> tuple[str, int] | None:
-    match = re.fullmatch(r"(?:algorithm=)?(\w+?)-(?:s|seed=)(\d+)", path.name)
-    return (match.group(1), int(match.group(2))) if match else None
-
-
-def summarise(run: Path) -> dict:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    last = rows[-1]
-    reached = next((r for r in rows if r["personal_acc_mean"] >= TARGET), None)
-    out = {k: last[k] for k in FIELDS}
-    out.update(
-        rounds=last["round"],
-        total_mb=last["up_mb"] + last["down_mb"],
-        mb_to_target=None if reached is None else reached["up_mb"] + reached["down_mb"],
-        round_to_target=None if reached is None else reached["round"],
-    )
+def candidate_configs() -> dict:
+    """Each candidate's (and dropped candidate's) full config."""
+    out = {}
+    for name, keys in {**calibration.CANDIDATES, **calibration.DROPPED}.items():
+        config = calibration.get_config()
+        config.unlock()
+        config.update(keys)
+        out[name] = config
     return out
 
 
-def mean_std(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "n": len(values)}
+def cells(grid: Path):
+    """``(config, summary)`` of every finished cell under ``grid``."""
+    for run in sorted(grid.iterdir()):
+        if (run / "summary.json").exists():
+            config = json.loads((run / "config.json").read_text())
+            yield config, json.loads((run / "summary.json").read_text())
 
 
-def main(grid: Path):
-    runs = defaultdict(dict)
-    for path in sorted(grid.iterdir()):
-        name = cell_name(path)
-        if name and (path / "summary.json").exists():
-            runs[name[0]][name[1]] = summarise(path)
-    table = {
-        method: {
-            key: mean_std([r[key] for r in seeds.values()]) for key in next(iter(seeds.values()))
-        }
-        | {"seeds": sorted(seeds), "per_seed": seeds}
-        for method, seeds in runs.items()
-    }
-    Path("results/fedltn_fmnist.json").write_text(json.dumps(table, indent=2) + "\n")
+def same_data(config: dict, candidate) -> bool:
+    keys = DATA_KEYS if candidate.partition == "dirichlet" else DATA_KEYS[:2] + DATA_KEYS[3:]
+    return all(config[k] == candidate[k] for k in keys)
 
-    def fmt(stat, digits=3):
-        if stat is None:
-            return "never"
-        return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}" + (
-            "" if stat["n"] == len(seeds) else f" ({stat['n']}/{len(seeds)})"
-        )
 
-    lines = [
-        f"| method | seeds | personal_acc_mean | personal_acc_worst10 | model_mb | model_mb values-only | density | up+down MB (100 rounds) | MB to personal acc {TARGET} |",
-        "|---|---|---|---|---|---|---|---|---|",
+def mean_se(values: list[float]) -> dict:
+    n = len(values)
+    se = statistics.stdev(values) / n**0.5 if n > 1 else None
+    return {"mean": statistics.fmean(values), "se": se, "n": n, "values": values}
+
+
+def majority_rate(candidate, seed: int) -> float:
+    """Mean over clients of the majority-class share of their own test split (data seed ``seed``)."""
+    data = federation_from_config(candidate, seed)
+    rates = [
+        np.bincount(data.y_test[data.client_test_indices[c, : data.num_test[c]]]).max()
+        / data.num_test[c]
+        for c in range(data.num_clients)
     ]
-    for method, row in sorted(table.items(), key=lambda kv: -kv[1]["personal_acc_mean"]["mean"]):
-        seeds = row["seeds"]
+    return float(np.mean(rates))
+
+
+def calibration_table(grid: Path) -> dict:
+    candidates = candidate_configs()
+    table = {name: {"floors": {}, "seeds": set()} for name in candidates}
+    for config, summary in cells(grid):
+        name = next((n for n, c in candidates.items() if same_data(config, c)), None)
+        if name is None:
+            continue
+        floors = table[name]["floors"].setdefault(config["algorithm"], [])
+        floors.append(summary["personal_acc_mean"])
+        table[name]["seeds"].add(config["seed"])
+    out = {}
+    for name, row in table.items():
+        if not row["floors"]:
+            continue
+        seeds = sorted(row["seeds"])
+        floors = {method: mean_se(v) for method, v in row["floors"].items()}
+        majority = mean_se([majority_rate(candidates[name], s) for s in seeds])
+        local, tuned = floors.get("local_only"), floors.get("fedavg_ft")
+        passes = None if local is None else local["mean"] <= LOCAL_CEILING and None
+        if local and tuned:
+            passes = local["mean"] <= LOCAL_CEILING and tuned["mean"] >= local["mean"] + GAIN
+        keys = {**calibration.CANDIDATES, **calibration.DROPPED}[name]
+        out[name] = {"keys": keys, "seeds": seeds, "majority": majority, **floors, "passes": passes}
+    return out
+
+
+def fmt(stat) -> str:
+    if stat is None:
+        return "—"
+    se = "" if stat["se"] is None else f" ± {stat['se']:.3f}"
+    return f"{stat['mean']:.3f}{se} (n={stat['n']})"
+
+
+def calibration_markdown(table: dict) -> str:
+    lines = [
+        "| candidate | keys | majority class | local-only | FedAvg | FedAvg+FT | FT - local | kept |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in table.items():
+        local, tuned = row.get("local_only"), row.get("fedavg_ft")
+        gap = f"{tuned['mean'] - local['mean']:+.3f}" if local and tuned else "—"
+        keys = ", ".join(f"{k}={v}" for k, v in row["keys"].items())
+        verdict = {True: "yes", False: "no", None: "pending"}[row["passes"]]
         lines.append(
-            f"| {method} | {','.join(map(str, seeds))} | {fmt(row['personal_acc_mean'])} | "
-            f"{fmt(row['personal_acc_worst10'])} | {fmt(row['model_mb'], 4)} | "
-            f"{fmt(row['model_mb_values'], 4)} | {fmt(row['density'])} | {fmt(row['total_mb'], 1)} | "
-            f"{fmt(row['mb_to_target'], 1)} |"
+            f"| {name} | {keys} | {fmt(row['majority'])} | {fmt(local)} | "
+            f"{fmt(row.get('fedavg'))} | {fmt(tuned)} | {gap} | {verdict} |"
         )
-    Path("results/fedltn_fmnist_table.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines)
+
+
+def main(kind: str, grid: str) -> None:
+    if kind != "calibration":
+        raise SystemExit(f"table {kind!r}; choose: calibration")
+    table = calibration_table(Path(grid))
+    (ROOT / "results/fedltn_calibration.json").write_text(json.dumps(table, indent=2) + "\n")
+    print(calibration_markdown(table))
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(*sys.argv[1:])

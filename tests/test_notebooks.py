@@ -11,8 +11,8 @@ EXPECTED = (
     "quickstart.ipynb",
     "fedltn.ipynb",
     "maestro.ipynb",
-)  # fedltn: the eight methods of configs/fedltn.py
-CELL_TIMEOUT_S = 900  # fedltn.ipynb runs all eight methods in one cell, mostly XLA compilation
+)  # fedltn: the nine methods of configs/fedltn.py
+CELL_TIMEOUT_S = 900  # fedltn.ipynb runs all nine methods in one cell, mostly XLA compilation
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
