@@ -187,7 +187,8 @@ def suggest_keys(config: ConfigDict, key: str) -> str:
     leaf = key.split(".")[-1]
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
     close += [k for k in known if k.split(".")[-1] in (leaf, leaf.split("_")[-1]) and "." in k]
-    close = list(dict.fromkeys(close))[:4]
+    selected = f"{config.get('algorithm')}."
+    close = sorted(dict.fromkeys(close), key=lambda k: not k.startswith(selected))[:4]
     if close:
         return f"; did you mean {' or '.join(close)}? (every key: fedsim keys)"
     return "; every key with its default: fedsim keys"

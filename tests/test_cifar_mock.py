@@ -90,8 +90,9 @@ def test_fedltn_grid_runs_on_mock_cifar10(mock_cifar10, algorithm):
     assert all(math.isfinite(last[k]) for k in keys), {k: last[k] for k in keys}
     assert 0.0 <= last["personal_acc_worst10"] <= last["personal_acc_mean"] <= 1.0
     assert last["up_mb"] > history[0]["up_mb"] > 0 and last["down_mb"] > 0
-    if algorithm == "fedltn":
-        assert last["density"] < 1.0  # pruned from the first round (prune_threshold=0)
-        assert last["density"] >= config.fedltn.target_density
+    if (
+        algorithm == "fedltn"
+    ):  # random mock labels: the gate (above the majority rate) may stay shut
+        assert config.fedltn.target_density <= last["density"] <= 1.0
     else:
         assert last["density"] == 1.0
