@@ -134,6 +134,11 @@ def _chunk_runner(algorithm, faults, *, num_clients, chunk_size, local_epochs, b
                 result = jax.lax.cond(is_real, update, empty)
             else:
                 result = update()
+            if faults.attacks:
+                attacked = faults_lib.attack(
+                    faults, result.contribution, row, jax.random.fold_in(own_key, 2)
+                )
+                result = result._replace(contribution=attacked)
             finite = aggregate.all_finite((result.contribution, result.loss, result.client_state))
             ok = is_real & finite & ~dropped
             result = result._replace(
@@ -250,7 +255,7 @@ def build_round_fn(
     ``round_fn`` returns ``(server_state, client_states, RoundMetrics)``; jit it once per experiment
     (``round_index`` is an array, so rounds do not retrace). ``client_states`` is the algorithm's
     per-client state stacked ``[C, ...]``; rows of clients not sampled are returned unchanged.
-    ``faults`` simulates dropout and stragglers (``fedsim.engine.faults``); ``sampling`` is 'fixed'
+    ``faults`` simulates dropout, stragglers and attacks (``fedsim.engine.faults``); ``sampling`` is 'fixed'
     or 'poisson' (see ``sample_clients``). With a ``mesh`` (``fedsim.engine.sharding``) slot ``i``
     runs on device ``i % D``, each device streams its own chunks and the totals meet in a ``psum``.
     """
