@@ -132,10 +132,10 @@ def _faults(config) -> faults.Faults:
 
 
 def attackers(config) -> np.ndarray:
-    """The malicious clients' ids: ``attack_fraction`` of them, fixed by the data seed."""
-    return faults.choose_clients(
-        config.num_clients, config.attack_fraction, config_lib.data_seed(config), 11
-    )
+    """The malicious clients' ids: ``attack_fraction`` of them, fixed by the data seed (none
+    without an ``attack``)."""
+    fraction = 0.0 if config.attack == "none" else config.attack_fraction
+    return faults.choose_clients(config.num_clients, fraction, config_lib.data_seed(config), 11)
 
 
 def traceable_keys(config) -> tuple[str, ...]:
