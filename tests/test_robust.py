@@ -9,17 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import test_engine_reference as ref
 from jax.flatten_util import ravel_pytree
-from test_engine_reference import (
-    LR,
-    ROUNDS,
-    SIZES,
-    assert_close,
-    client_schedule,
-    reference_local,
-    run_engine,
-    to_np,
-)
 from test_traces import smoke_config
 
 from fedsim.algorithms import robust
@@ -67,17 +58,17 @@ def np_fedavg(u, n):
 def reference(model, fed, model_vars, clients_per_round, aggregate, attack=lambda c, u: u):
     """``w <- w + aggregate(U, n)`` over the sampled clients' flattened updates ``U`` (``[K, P]``,
     in sampling order; ``attack(client, u)`` is what client ``client`` sends)."""
-    w = to_np(model_vars.params)
-    for r in range(ROUNDS):
-        sampled, _ = client_schedule(fed, r, 0, clients_per_round)
+    w = ref.to_np(model_vars.params)
+    for r in range(ref.ROUNDS):
+        sampled, _ = ref.client_schedule(fed, r, 0, clients_per_round)
         rows = []
         for c in map(int, sampled):
-            _, batches = client_schedule(fed, r, c, clients_per_round)
-            local = reference_local(model, fed, w, batches)
+            _, batches = ref.client_schedule(fed, r, c, clients_per_round)
+            local = ref.reference_local(model, fed, w, batches)
             rows.append(attack(c, ravel_pytree(jax.tree.map(np.subtract, local, w))[0]))
         flat, unravel = ravel_pytree(w)
-        step = aggregate(np.stack(rows), SIZES[sampled].astype(np.float64))
-        w = to_np(unravel(flat + step))
+        step = aggregate(np.stack(rows), ref.SIZES[sampled].astype(np.float64))
+        w = ref.to_np(unravel(flat + step))
     return w
 
 
@@ -103,17 +94,17 @@ def test_robust_equals_reference(toy, name, clients_per_round, chunk_size):
     """Both layouts have a padding slot; 2 of the 3 clients a round is partial participation."""
     fed, model, mv = toy
     rule, np_rule = CASES[name]
-    algorithm = robust.robust_fedavg(model, optax.sgd(LR), rule)
-    server, _ = run_engine(algorithm, fed, mv, clients_per_round, chunk_size)
-    assert_close(server.model.params, reference(model, fed, mv, clients_per_round, np_rule))
+    algorithm = robust.robust_fedavg(model, optax.sgd(ref.LR), rule)
+    server, _ = ref.run_engine(algorithm, fed, mv, clients_per_round, chunk_size)
+    ref.assert_close(server.model.params, reference(model, fed, mv, clients_per_round, np_rule))
 
 
 def test_sign_flip_attackers_send_negated_deltas(toy):
     fed, model, mv = toy
     faults = Faults(attack="sign_flip", attackers=(1,), attack_scale=2.0)
-    server, _ = run_engine(fedavg(model, optax.sgd(LR)), fed, mv, 3, 2, faults=faults)
+    server, _ = ref.run_engine(fedavg(model, optax.sgd(ref.LR)), fed, mv, 3, 2, faults=faults)
     flipped = lambda c, u: -2.0 * u if c == 1 else u
-    assert_close(server.model.params, reference(model, fed, mv, 3, np_fedavg, flipped))
+    ref.assert_close(server.model.params, reference(model, fed, mv, 3, np_fedavg, flipped))
 
 
 @pytest.mark.parametrize("name", CASES)
