@@ -18,6 +18,7 @@ from ml_collections import ConfigDict, config_dict
 
 from fedsim import algorithms
 from fedsim.algorithms.spec import AlgorithmSpec
+from fedsim.engine.faults import ATTACKS
 from fedsim.errors import ConfigError, check_choices
 
 
@@ -85,6 +86,10 @@ def base_config() -> ConfigDict:
     c.straggler_fraction = 0.0  # a fixed share of clients that straggle
     c.straggler_work = 0.5  # share of its local steps a straggler finishes
     c.poison_fraction = 0.0  # a fixed share of clients whose features are NaN
+    c.attack = "none"  # attackers: 'sign_flip', 'scale', 'noise' (their uploads) or 'label_flip'
+    c.attack_fraction = 0.0  # a fixed share of clients that attack
+    c.attack_scale = 1.0  # s: sign_flip sends -s delta, scale sends s delta
+    c.attack_noise = 1.0  # sigma: noise sends N(0, sigma^2) per coordinate
     for name in algorithms.ALGORITHMS:  # each algorithm's own hyper-parameters, as it declares them
         c[name] = _section(algorithms.get_spec(name))
     return c
@@ -258,6 +263,7 @@ FRACTIONS = {  # key: (lowest, highest, whether the highest is allowed)
     "client_momentum": (0, 1, False),
     "straggler_fraction": (0, 1, True),
     "poison_fraction": (0, 1, True),
+    "attack_fraction": (0, 1, True),
 }
 
 
@@ -274,7 +280,7 @@ def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
             )
     _check_numbers(config)
     _check_clients(config)
-    check_choices(config, {"init_rank_allocation": ("energy", "uniform")})
+    check_choices(config, {"init_rank_allocation": ("energy", "uniform"), "attack": ATTACKS})
     check_algorithm(config, algorithms.get_spec(config.algorithm))
 
 
@@ -286,7 +292,7 @@ def _check_numbers(config) -> None:
         raise ConfigError(f"seed={config.seed} must be >= 0")
     if config.data_seed < -1:
         raise ConfigError(f"data_seed={config.data_seed} must be >= 0, or -1 for seed")
-    for key in ("alpha", "beta", "client_lr"):
+    for key in ("alpha", "beta", "client_lr", "attack_scale", "attack_noise"):
         if not config[key] > 0:
             raise ConfigError(f"{key}={config[key]} must be > 0")
     for key in NON_NEGATIVE:

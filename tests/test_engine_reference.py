@@ -64,7 +64,10 @@ def reference_local(model, fed, start, batches, correction=None):
     return params
 
 
-def run_engine(algorithm, fed, model_vars, clients_per_round, chunk_size, rounds=ROUNDS):
+def run_engine(
+    algorithm, fed, model_vars, clients_per_round, chunk_size, rounds=ROUNDS, **round_kwargs
+):
+    """``rounds`` rounds of ``build_round_fn`` (``round_kwargs``: e.g. its ``faults``)."""
     server = algorithm.server_init(model_vars)
     clients = jax.tree.map(
         lambda a: jnp.stack([a] * NUM_CLIENTS), algorithm.client_init(model_vars)
@@ -76,6 +79,7 @@ def run_engine(algorithm, fed, model_vars, clients_per_round, chunk_size, rounds
         chunk_size=chunk_size,
         local_epochs=EPOCHS,
         batch_size=BATCH,
+        **round_kwargs,
     )
     # XLA's lowest backend optimisation level: compiling dominates these tests (about 40 % faster)
     round_fn = (

@@ -37,6 +37,10 @@ BUILTIN = {
     "fedavg_topk": "fedsim.algorithms.compressed:TOPK",
     "fedavg_qsgd": "fedsim.algorithms.compressed:QSGD",
     "fedavg_sign": "fedsim.algorithms.compressed:SIGN",
+    "fedavg_median": "fedsim.algorithms.robust:MEDIAN",
+    "fedavg_trimmed": "fedsim.algorithms.robust:TRIMMED",
+    "fedavg_krum": "fedsim.algorithms.robust:KRUM",
+    "fedavg_normbound": "fedsim.algorithms.robust:NORMBOUND",
 }
 ALGORITHMS = tuple(BUILTIN)
 

@@ -1,6 +1,7 @@
 """The algorithm interface: a NamedTuple of pure functions (after optax's GradientTransformation and
 fedjax's FederatedAlgorithm). The engine vmaps ``client_update`` over clients, sums every client's
-``contribution`` (weights already applied by the client) and hands the sum to ``server_update``.
+``contribution`` (weights already applied by the client) and hands the sum to ``server_update``; an
+algorithm with ``stacked=True`` (robust aggregation) gets every slot's contribution instead, a ``Stacked``.
 Algorithms that send model updates send an ``Update`` (what ``fedsim.privacy`` can clip and noise).
 """
 
@@ -59,6 +60,15 @@ class Update(NamedTuple):
     state: PyTree | None = None
 
 
+class Stacked(NamedTuple):
+    """What ``server_update`` receives when the algorithm sets ``stacked=True``: the round's sampling
+    slots' contributions stacked ``[S, ...]`` in slot order, zero where ``valid`` is False (padding,
+    clients that were not sampled, dropped out or sent non-finite values)."""
+
+    contributions: PyTree
+    valid: jax.Array  # bool [S]
+
+
 def mean_of(total: Update) -> tuple[PyTree, PyTree | None]:
     """``(mean delta, mean state)`` of a summed ``Update``: the delta over its coverage where given
     (``d / c`` where ``c > 0``; ``d``, i.e. 0, where nobody kept it), else over the weight; the state
@@ -111,6 +121,8 @@ class FederatedAlgorithm(NamedTuple):
     client_init(model_vars) -> one client's persistent state (the engine stacks it ``[C, ...]``).
     client_update(server_state, client_state, task, dataset) -> ClientResult.
     server_update(server_state, summed_contributions) -> server_state.
+    stacked: when True, ``server_update`` receives a ``Stacked`` of every slot's contribution instead
+    of their sum (for aggregators that need each update: median, trimmed mean, Krum); default False.
     personalize(server_state, client_state, task, dataset) -> Personal, for algorithms whose clients
     deploy their own model (None: every client deploys the server model).
     submodels(server_state, sample_x) -> {name: Submodel}, for algorithms that serve several models (Maestro's
@@ -129,6 +141,7 @@ class FederatedAlgorithm(NamedTuple):
     submodels: Callable[..., dict[str, Submodel]] | None = None
     warmup: "Warmup | None" = None
     report: Callable[[PyTree, PersonalScores | None], dict] | None = None
+    stacked: bool = False
 
 
 class Warmup(NamedTuple):

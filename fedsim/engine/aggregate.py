@@ -1,6 +1,7 @@
 """The streamed reduce over the client axis (after fedjax's MeanStat): contributions of a chunk of
 clients are summed into a running total, excluding clients that failed (non-finite results) or are
-padding, so memory depends on the chunk size and not on the number of clients."""
+padding, so memory depends on the chunk size and not on the number of clients. Algorithms that aggregate
+every update themselves (``stacked``) get the kept rows instead of their sum."""
 
 import jax
 import jax.numpy as jnp
@@ -16,17 +17,23 @@ def all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
-def add_chunk(total, contributions, include):
-    """``total + sum_i include[i] * contributions[i]`` over a chunk's leading axis.
+def keep_rows(contributions, include):
+    """``contributions`` with the entries of its leading axis not in ``include`` zeroed.
 
-    Excluded entries are zeroed with ``where`` (not multiplied), so a NaN there cannot leak in.
+    Zeroed with ``where`` (not multiplied), so a NaN there cannot leak into a sum.
     """
 
-    def add(acc, leaf):
-        keep = include.reshape(include.shape + (1,) * (leaf.ndim - 1))
-        return acc + jnp.sum(jnp.where(keep, leaf, jnp.zeros_like(leaf)), axis=0)
+    def keep(leaf):
+        mask = include.reshape(include.shape + (1,) * (leaf.ndim - 1))
+        return jnp.where(mask, leaf, jnp.zeros_like(leaf))
 
-    return jax.tree.map(add, total, contributions)
+    return jax.tree.map(keep, contributions)
+
+
+def add_chunk(total, contributions, include):
+    """``total + sum_i include[i] * contributions[i]`` over a chunk's leading axis."""
+    kept = keep_rows(contributions, include)
+    return jax.tree.map(lambda acc, leaf: acc + jnp.sum(leaf, axis=0), total, kept)
 
 
 def zeros_like_one(contributions_shape):

@@ -272,7 +272,7 @@ def _summaries(cells: _Cells, last: list, counters: list, compile_s: float, elap
         out.append(
             report.summary(
                 last[g], counters[g], compile_s=compile_s, wall_s=elapsed(g), rounds=e.rounds,
-                noise=noise, poisoned=e.poisoned_clients,
+                noise=noise, poisoned=e.poisoned_clients, attackers=e.settings.faults.attackers,
             )
         )  # fmt: skip
     return out

@@ -8,7 +8,9 @@ clients run in chunks: ``lax.scan`` over chunks, ``vmap(client_update)`` inside 
 contributions streamed into one running sum, so memory grows with the chunk size, not with the number of
 clients per round. Over several devices (a mesh, ``fedsim.engine.sharding``) each device streams its
 share of the slots and the totals are summed across devices. Clients whose results are non-finite are
-excluded and counted; their state is kept.
+excluded and counted; their state is kept. An algorithm with ``stacked=True`` (robust aggregation) gets
+every slot's contribution instead of the sum: the scan stacks them (memory then grows with the slots),
+with the excluded ones and the padding zeroed and marked invalid.
 """
 
 import math
@@ -18,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
-from fedsim.algorithms.base import Dataset, FederatedAlgorithm
+from fedsim.algorithms.base import Dataset, FederatedAlgorithm, Stacked
 from fedsim.algorithms.task import Federation, client_task
 from fedsim.engine import aggregate
 from fedsim.engine import faults as faults_lib
@@ -132,6 +134,11 @@ def _chunk_runner(algorithm, faults, *, num_clients, chunk_size, local_epochs, b
                 result = jax.lax.cond(is_real, update, empty)
             else:
                 result = update()
+            if faults.attacks:
+                attacked = faults_lib.attack(
+                    faults, result.contribution, row, jax.random.fold_in(own_key, 2)
+                )
+                result = result._replace(contribution=attacked)
             finite = aggregate.all_finite((result.contribution, result.loss, result.client_state))
             ok = is_real & finite & ~dropped
             result = result._replace(
@@ -147,10 +154,11 @@ def _chunk_runner(algorithm, faults, *, num_clients, chunk_size, local_epochs, b
     return run_chunk
 
 
-def _client_streamer(run_chunk, layout: _Layout, num_clients: int):
+def _client_streamer(run_chunk, layout: _Layout, num_clients: int, stacked: bool):
     """Returns ``run_clients(server_state, client_states, federation, keys, ids, valid)``: the
-    clients in slots ``ids`` (``[per_device]``) on one device -> their streamed total, the client
-    states with theirs written, per-slot metrics and whether each was aggregated."""
+    clients in slots ``ids`` (``[per_device]``) on one device -> their streamed total (``stacked``:
+    their ``Stacked`` contributions), the client states with theirs written, per-slot metrics and
+    whether each was aggregated."""
 
     def run_clients(server_state, client_states, federation, keys, ids, valid):
         run = lambda states, ids, real: run_chunk(server_state, federation, keys, states, ids, real)
@@ -159,7 +167,10 @@ def _client_streamer(run_chunk, layout: _Layout, num_clients: int):
             total, states = carry
             chunk_ids, chunk_valid = chunk
             result, ok, num_examples, dropped = run(states, chunk_ids, chunk_valid)
-            total = aggregate.add_chunk(total, result.contribution, ok)
+            if stacked:
+                rows = aggregate.keep_rows(result.contribution, ok)
+            else:
+                total, rows = aggregate.add_chunk(total, result.contribution, ok), ()
             write_ids = jnp.where(ok, chunk_ids, num_clients)
             states = jax.tree.map(
                 lambda s, new: s.at[write_ids].set(new, mode="drop"), states, result.client_state
@@ -173,24 +184,28 @@ def _client_streamer(run_chunk, layout: _Layout, num_clients: int):
                 dropped,
                 chunk_valid,
             )
-            return (total, states), (metrics, ok)
+            return (total, states), (metrics, ok, rows)
 
         shape = (layout.num_chunks, layout.chunk_size)
         chunks = (ids.reshape(shape), valid.reshape(shape))
-        first = jax.eval_shape(run, client_states, chunks[0][0], chunks[1][0])[0]
-        total = aggregate.zeros_like_one(first.contribution)
-        (total, client_states), (metrics, ok) = jax.lax.scan(
+        total = ()
+        if not stacked:
+            first = jax.eval_shape(run, client_states, chunks[0][0], chunks[1][0])[0]
+            total = aggregate.zeros_like_one(first.contribution)
+        (total, client_states), (metrics, ok, rows) = jax.lax.scan(
             chunk_step, (total, client_states), chunks
         )
-        flat = lambda tree: jax.tree.map(lambda m: m.reshape(layout.per_device), tree)
+        flat = lambda tree: jax.tree.map(lambda m: m.reshape((-1, *m.shape[2:])), tree)
+        if stacked:
+            total = Stacked(flat(rows), flat(ok))
         return total, client_states, flat(metrics), flat(ok)
 
     return run_clients
 
 
-def _sharded(run_clients, layout: _Layout, num_clients: int, mesh: Mesh):
+def _sharded(run_clients, layout: _Layout, num_clients: int, mesh: Mesh, stacked: bool):
     """``run_clients`` with slot ``i`` on device ``i % D``; the states written back in one scatter
-    of every device's rows."""
+    of every device's rows; totals summed over devices (``stacked``: gathered in slot order)."""
     per_device, devices = layout.per_device, layout.devices
     regroup = lambda a, shape: a.reshape(shape + a.shape[1:]).swapaxes(0, 1).reshape(a.shape)
     spread = lambda a: regroup(a, (per_device, devices))  # slot order -> device-major
@@ -201,7 +216,7 @@ def _sharded(run_clients, layout: _Layout, num_clients: int, mesh: Mesh):
             server_state, client_states, federation, keys, ids, valid
         )
         rows = jax.tree.map(lambda s: s[jnp.minimum(ids, num_clients - 1)], states)
-        return jax.lax.psum(total, CLIENT_AXIS), rows, metrics, ok
+        return (total if stacked else jax.lax.psum(total, CLIENT_AXIS)), rows, metrics, ok
 
     def run_sharded(server_state, client_states, federation, keys, ids, valid):
         replicated, split = PartitionSpec(), PartitionSpec(CLIENT_AXIS)
@@ -209,10 +224,11 @@ def _sharded(run_clients, layout: _Layout, num_clients: int, mesh: Mesh):
             on_device,
             mesh=mesh,
             in_specs=(replicated,) * 4 + (split, split),
-            out_specs=(replicated, split, split, split),
+            out_specs=(split if stacked else replicated, split, split, split),
             check_vma=False,  # the algorithms' lax.cond branches mix per-device and replicated values
         )(server_state, client_states, federation, keys, spread(ids), spread(valid))
         rows, metrics, ok = jax.tree.map(unspread, (rows, metrics, ok))
+        total = jax.tree.map(unspread, total) if stacked else total
         write_ids = jnp.where(ok, ids, num_clients)
         client_states = jax.tree.map(
             lambda s, new: s.at[write_ids].set(new, mode="drop"), client_states, rows
@@ -239,7 +255,7 @@ def build_round_fn(
     ``round_fn`` returns ``(server_state, client_states, RoundMetrics)``; jit it once per experiment
     (``round_index`` is an array, so rounds do not retrace). ``client_states`` is the algorithm's
     per-client state stacked ``[C, ...]``; rows of clients not sampled are returned unchanged.
-    ``faults`` simulates dropout and stragglers (``fedsim.engine.faults``); ``sampling`` is 'fixed'
+    ``faults`` simulates dropout, stragglers and attacks (``fedsim.engine.faults``); ``sampling`` is 'fixed'
     or 'poisson' (see ``sample_clients``). With a ``mesh`` (``fedsim.engine.sharding``) slot ``i``
     runs on device ``i % D``, each device streams its own chunks and the totals meet in a ``psum``.
     """
@@ -253,9 +269,9 @@ def build_round_fn(
         local_epochs=local_epochs,
         batch_size=batch_size,
     )
-    run = _client_streamer(run_chunk, layout, num_clients)
+    run = _client_streamer(run_chunk, layout, num_clients, algorithm.stacked)
     if mesh is not None:
-        run = _sharded(run, layout, num_clients, mesh)
+        run = _sharded(run, layout, num_clients, mesh, algorithm.stacked)
 
     def round_fn(server_state, client_states, federation: Federation, round_index, key):
         round_key = jax.random.fold_in(key, round_index)

@@ -71,6 +71,8 @@ def build_experiment(config) -> Experiment:
     data = load_federation(config)
     data_seed = config_lib.data_seed(config)
     data, poisoned = faults.poison_clients(data, config.poison_fraction, data_seed)
+    if config.attack == "label_flip":
+        data = faults.flip_labels(data, attackers(config))
     data = hold_out_validation(data, config.val_fraction, data_seed)
     model = _model(config, data.num_classes)
     start_model = model_file.load_model(config.init_from) if config.init_from else None
@@ -111,10 +113,29 @@ def _settings(config) -> RunSettings:
         local_epochs=config.local_epochs,
         batch_size=config.batch_size,
         finetune_epochs=config.finetune_epochs,
-        faults=faults.Faults(config.dropout_prob, config.straggler_fraction, config.straggler_work),
+        faults=_faults(config),
         sampling=config.client_sampling,
         mesh=mesh,
     )
+
+
+def _faults(config) -> faults.Faults:
+    return faults.Faults(
+        config.dropout_prob,
+        config.straggler_fraction,
+        config.straggler_work,
+        attack=config.attack,
+        attackers=tuple(attackers(config).tolist()),
+        attack_scale=config.attack_scale,
+        attack_noise=config.attack_noise,
+    )
+
+
+def attackers(config) -> np.ndarray:
+    """The malicious clients' ids: ``attack_fraction`` of them, fixed by the data seed (none
+    without an ``attack``)."""
+    fraction = 0.0 if config.attack == "none" else config.attack_fraction
+    return faults.choose_clients(config.num_clients, fraction, config_lib.data_seed(config), 11)
 
 
 def traceable_keys(config) -> tuple[str, ...]:

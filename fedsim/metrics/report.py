@@ -129,7 +129,9 @@ def round_row(round_number: int, m, scores: dict, counters: dict, wall_s: float)
     }
 
 
-def summary(last: dict, counters: dict, *, compile_s, wall_s, rounds, noise, poisoned) -> dict:
+def summary(
+    last: dict, counters: dict, *, compile_s, wall_s, rounds, noise, poisoned, attackers
+) -> dict:
     """The last evaluation plus the run's totals (``summary.json`` before the driver's fields)."""
     train_s = counters["train_s"]
     return {
@@ -141,6 +143,7 @@ def summary(last: dict, counters: dict, *, compile_s, wall_s, rounds, noise, poi
         "epsilon": last.get("epsilon"),
         "dp_noise_multiplier": noise,
         "poisoned_clients": [int(i) for i in poisoned],
+        "attackers": [int(i) for i in attackers],
     }
 
 
