@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fedsim import config as config_lib
 from fedsim.checkpoint import Checkpoints
 from fedsim.config import with_algorithm_section
 from fedsim.engine import loop
@@ -35,7 +36,8 @@ class Interrupted(KeyboardInterrupt):
 def _existing_run(workdir: Path, config_json: str) -> str:
     """What ``workdir`` holds for this config: ``'new'`` (nothing), ``'resume'`` (the same config),
     ``'finished'`` (the same config, done) or ``'extend'`` (the same config but fewer ``rounds``);
-    raises on anything else."""
+    raises on anything else. A key the saved config lacks (added to fedsim since) counts as the same
+    when the new value is its default."""
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError(f"workdir={str(workdir)!r} exists and is not a directory")
     saved = workdir / "config.json"
@@ -46,7 +48,11 @@ def _existing_run(workdir: Path, config_json: str) -> str:
             )
         return "new"
     old, new = json.loads(saved.read_text()), json.loads(config_json)
-    differing = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    defaults = json.loads(_config_json(config_lib.base_config()))
+    added = lambda k: k not in old and new[k] == defaults.get(k)  # a key fedsim gained since
+    differing = [
+        k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and not added(k)
+    ]
     if differing == ["rounds"] and new["rounds"] > old["rounds"] and not new["dp_target_epsilon"]:
         return "extend"
     if differing:

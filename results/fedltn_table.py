@@ -23,7 +23,7 @@ from fedsim.data.assemble import federation_from_config
 ROOT = Path(__file__).resolve().parents[1]
 calibration = config_lib.config_module(str(ROOT / "configs/fedltn_calibration.py"))
 LOCAL_CEILING, GAIN = 0.80, 0.05
-DATA_KEYS = ("partition", "labels_per_client", "alpha", "train_examples", "num_clients")
+DATA_KEYS = ("partition", "train_examples", "num_clients")
 
 
 def candidate_configs() -> dict:
@@ -46,8 +46,9 @@ def cells(grid: Path):
 
 
 def same_data(config: dict, candidate) -> bool:
-    keys = DATA_KEYS if candidate.partition == "dirichlet" else DATA_KEYS[:2] + DATA_KEYS[3:]
-    return all(config[k] == candidate[k] for k in keys)
+    """Whether a run's ``config`` drew ``candidate``'s federation (the keys its partition reads)."""
+    skew = "alpha" if candidate.partition == "dirichlet" else "labels_per_client"
+    return all(config[k] == candidate[k] for k in (*DATA_KEYS, skew))
 
 
 def mean_se(values: list[float]) -> dict:

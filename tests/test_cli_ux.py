@@ -155,3 +155,20 @@ def test_warnings_are_one_line_without_source(tmp_path):
     assert lines and all(line.startswith("fedsim: warning: label_quantity") for line in lines), (
         lines
     )
+
+
+def test_a_key_added_since_a_run_keeps_its_workdir_resumable(tmp_path):
+    from fedsim import driver
+    from fedsim.config import base_config
+    from fedsim.errors import ConfigError
+
+    current = driver._config_json(base_config())
+    saved = json.loads(current)
+    del saved["attack"]  # made before the key existed; its default changes nothing
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    (tmp_path / "summary.json").write_text("{}")
+    assert driver._existing_run(tmp_path, current) == "finished"
+    saved["attack"] = "sign_flip"
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match="attack"):
+        driver._existing_run(tmp_path, current)
