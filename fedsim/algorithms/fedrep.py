@@ -25,19 +25,16 @@ from fedsim.algorithms.base import ClientTask, FederatedAlgorithm
 from fedsim.algorithms.fedper import HPARAMS, fedper, head_layers
 from fedsim.algorithms.local import LocalResult, local_train
 from fedsim.algorithms.spec import AlgorithmSpec, check_ranges, server_optimizer
-from fedsim.algorithms.task import client_examples
 from fedsim.data.batching import client_batches
 from fedsim.models.base import Model
 
 
-def head_task(task: ClientTask, epochs: int, local_epochs: int) -> ClientTask:
-    """``epochs`` fresh epochs over the examples of ``task``'s client (a task of ``local_epochs``
-    epochs), in batches of its size."""
-    examples, _ = client_examples(task, local_epochs)
+def head_task(task: ClientTask, epochs: int) -> ClientTask:
+    """``epochs`` fresh epochs over the examples of ``task``'s client, in batches of its size."""
     batch_key, key = jax.random.split(jax.random.fold_in(task.key, 1))
     indices, mask = client_batches(
         batch_key,
-        examples,
+        task.examples,
         task.num_examples,
         epochs=epochs,
         batch_size=task.batch_indices.shape[1],
@@ -51,11 +48,9 @@ def fedrep(
     server_optimizer: optax.GradientTransformation | None = None,
     personal_layers: int = 1,
     head_epochs: int = 10,
-    local_epochs: int = 1,
     name: str = "fedrep",
 ) -> FederatedAlgorithm:
-    """FedPer whose clients train head, then representation (``local_epochs``: the engine's, which
-    the round's task has).
+    """FedPer whose clients train head, then representation.
 
     >>> from fedsim.models import get_model
     >>> fedrep(get_model("mlp", 10), optax.sgd(0.1)).name
@@ -70,7 +65,7 @@ def fedrep(
         return optax.multi_transform(transforms, labels)
 
     def train(start, task, dataset):
-        heads = head_task(task, head_epochs, local_epochs)
+        heads = head_task(task, head_epochs)
         first = local_train(model, only(True, start.params), start, heads, dataset)
         second = local_train(model, only(False, start.params), first.model, task, dataset)
         steps = first.num_steps + second.num_steps
@@ -87,7 +82,6 @@ def _build(hparams: dict, setup) -> FederatedAlgorithm:
         server_optimizer(hparams),
         hparams["personal_layers"],
         hparams["head_epochs"],
-        setup.local_epochs,
     )
 
 

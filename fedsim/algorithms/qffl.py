@@ -26,7 +26,6 @@ from fedsim.algorithms.base import ClientResult, FederatedAlgorithm, Update
 from fedsim.algorithms.fedavg import fedavg
 from fedsim.algorithms.local import local_train, masked_cross_entropy
 from fedsim.algorithms.spec import SERVER_SGD, AlgorithmSpec, check_ranges, server_optimizer
-from fedsim.algorithms.task import client_examples
 from fedsim.compress.encode import dense_bytes
 from fedsim.models.base import Model
 
@@ -37,10 +36,9 @@ def qffl(
     lr,
     server_optimizer: optax.GradientTransformation | None = None,
     q: float = 1.0,
-    local_epochs: int = 1,
     name: str = "qffl",
 ) -> FederatedAlgorithm:
-    """q-FedAvg (``lr``: the client learning rate, ``1 / L``; ``local_epochs``: the engine's).
+    """q-FedAvg (``lr``: the client learning rate, ``1 / L``).
 
     >>> from fedsim.models import get_model
     >>> qffl(get_model("mlp", 10), optax.sgd(0.1), 0.1).name
@@ -50,9 +48,9 @@ def qffl(
 
     def loss_at(model_vars, task, dataset):
         """``F_k``: mean loss of ``model_vars`` over the client's training examples, eval mode."""
-        indices, real = client_examples(task, local_epochs)
-        logits, _ = model.apply(model_vars, dataset.x[indices], False, task.key)
-        return masked_cross_entropy(logits, dataset.y[indices], real) + 1e-10
+        real = jnp.arange(task.examples.shape[0]) < task.num_examples
+        logits, _ = model.apply(model_vars, dataset.x[task.examples], False, task.key)
+        return masked_cross_entropy(logits, dataset.y[task.examples], real) + 1e-10
 
     def client_update(server_state, client_state, task, dataset):
         received = server_state.model
@@ -71,7 +69,7 @@ def qffl(
 
 def _build(hparams: dict, setup) -> FederatedAlgorithm:
     server = server_optimizer(hparams)
-    return qffl(setup.model, setup.optimizer, setup.lr, server, hparams["q"], setup.local_epochs)
+    return qffl(setup.model, setup.optimizer, setup.lr, server, hparams["q"])
 
 
 SPEC = AlgorithmSpec(

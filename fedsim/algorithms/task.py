@@ -43,11 +43,3 @@ def client_task(federation: Federation, row, key, *, epochs: int, batch_size: in
     return ClientTask(
         indices, mask, num_examples, task_key, jnp.int32(row), val_indices, val_mask, examples
     )
-
-
-def client_examples(task: ClientTask, epochs: int) -> tuple[jax.Array, jax.Array]:
-    """``(indices, real)``: every example of ``task``'s client once, from the first of its ``epochs``
-    epochs (``fedsim.data.batching`` packs the real examples first), and a mask of the real ones."""
-    steps, batch_size = task.batch_indices.shape
-    indices = task.batch_indices[: steps // epochs].reshape(-1)
-    return indices, jnp.arange(indices.shape[0]) < task.num_examples
