@@ -68,6 +68,18 @@ def majority_rate(candidate, seed: int) -> float:
     return float(np.mean(rates))
 
 
+def verdict(local: dict | None, tuned: dict | None) -> bool | None:
+    """Whether a candidate passes; None while a deciding floor is missing (local-only above the
+    ceiling fails at once)."""
+    if local is None:
+        return None
+    if local["mean"] > LOCAL_CEILING:
+        return False
+    if tuned is None:
+        return None
+    return tuned["mean"] >= local["mean"] + GAIN
+
+
 def calibration_table(grid: Path) -> dict:
     candidates = candidate_configs()
     table = {name: {"floors": {}, "seeds": set()} for name in candidates}
@@ -86,11 +98,14 @@ def calibration_table(grid: Path) -> dict:
         floors = {method: mean_se(v) for method, v in row["floors"].items()}
         majority = mean_se([majority_rate(candidates[name], s) for s in seeds])
         local, tuned = floors.get("local_only"), floors.get("fedavg_ft")
-        passes = None if local is None else local["mean"] <= LOCAL_CEILING and None
-        if local and tuned:
-            passes = local["mean"] <= LOCAL_CEILING and tuned["mean"] >= local["mean"] + GAIN
         keys = {**calibration.CANDIDATES, **calibration.DROPPED}[name]
-        out[name] = {"keys": keys, "seeds": seeds, "majority": majority, **floors, "passes": passes}
+        out[name] = {
+            "keys": keys,
+            "seeds": seeds,
+            "majority": majority,
+            **floors,
+            "passes": verdict(local, tuned),
+        }
     return out
 
 
