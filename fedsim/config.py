@@ -43,6 +43,7 @@ def base_config() -> ConfigDict:
     c.labels_per_client = 2  # label_quantity ('#C=k')
     c.shards_per_client = 2  # shards
     c.beta = 0.5  # quantity skew
+    c.feature_shift = False  # each client's images rotated/inverted/low-contrast by client (FedBN)
     c.min_client_size = 10  # dirichlet: redraw until every client has this many examples
     c.num_clients = 100  # the population
     c.clients_per_round = 10  # clients sampled each round (K)

@@ -133,12 +133,339 @@ def calibration_markdown(table: dict) -> str:
     return "\n".join(lines)
 
 
-def main(kind: str, grid: str) -> None:
-    if kind != "calibration":
-        raise SystemExit(f"table {kind!r}; choose: calibration")
-    table = calibration_table(Path(grid))
-    (ROOT / "results/fedltn_calibration.json").write_text(json.dumps(table, indent=2) + "\n")
-    print(calibration_markdown(table))
+# ---- comparisons: tuning (seed 0), R1 and R2 (3 seeds), ablation, Jump-Start -------------------
+
+FIXED_ACC = (
+    0.80  # "MB to a fixed accuracy": above R1's local-only floor (0.757), fixed before the grid
+)
+NAMES = {
+    "fedavg": "FedAvg",
+    "fedavgm": "FedAvgM",
+    "fedavg_ft": "FedAvg+FT",
+    "fedbn": "FedBN",
+    "ditto": "Ditto",
+    "local_only": "local-only",
+    "lotteryfl": "LotteryFL",
+    "subfedavg": "Sub-FedAvg",
+    "fedltn": "FedLTN",
+}
+
+
+def runs(grid: Path):
+    """``(cell name, config, summary, history)`` of every finished cell under ``grid``."""
+    for run in sorted(grid.iterdir()):
+        if (run / "summary.json").exists():
+            history = [
+                json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+            ]
+            config = json.loads((run / "config.json").read_text())
+            yield run.name, config, json.loads((run / "summary.json").read_text()), history
+
+
+def first_reaching(history: list[dict], accuracy: float) -> dict | None:
+    """The first evaluated round whose ``personal_acc_mean`` reaches ``accuracy``."""
+    return next((row for row in history if row["personal_acc_mean"] >= accuracy), None)
+
+
+def run_metrics(config: dict, summary: dict, history: list[dict]) -> dict:
+    """One run's reported numbers: final accuracies, size, traffic per user, MB to FIXED_ACC."""
+    users = config["num_clients"]
+    hit = first_reaching(history, FIXED_ACC)
+    return {
+        "personal_acc_mean": summary["personal_acc_mean"],
+        "personal_acc_worst10": summary["personal_acc_worst10"],
+        "global_acc": summary["global_acc"],
+        "model_mb": summary["model_mb"],
+        "density": summary["density"],
+        "mb_per_user": (summary["up_mb"] + summary["down_mb"]) / users,
+        "round_to_fixed": None if hit is None else hit["round"],
+        "mb_per_user_to_fixed": None if hit is None else (hit["up_mb"] + hit["down_mb"]) / users,
+    }
+
+
+def pooled(per_seed: list[dict]) -> dict:
+    """Each metric's mean ± SE over seeds (runs that never reached an accuracy are counted apart)."""
+    out = {"seeds": [m["seed"] for m in per_seed]}
+    for key in per_seed[0]:
+        if key == "seed":
+            continue
+        values = [m[key] for m in per_seed if m[key] is not None]
+        out[key] = mean_se(values) if values else None
+        if len(values) < len(per_seed):
+            out[key + "_missing"] = len(per_seed) - len(values)
+    return out
+
+
+def grouped(grid: Path, label) -> dict:
+    """Finished runs of ``grid`` pooled over seeds by ``label(cell name, config)``."""
+    groups: dict = {}
+    for name, config, summary, history in runs(grid):
+        metrics = {"seed": config["seed"], **run_metrics(config, summary, history)}
+        groups.setdefault(label(name, config), []).append(metrics)
+    return {key: pooled(rows) for key, rows in groups.items()}
+
+
+def tuning_table(grid: Path) -> dict:
+    """Seed 0 of every tuning cell, by method and the values it changes; the chosen cell per method
+    has the highest final ``personal_acc_mean``."""
+    cells = {}
+    for name, config, summary, history in runs(grid):
+        changed = name.split("algorithm=", 1)[1].split("-", 1)
+        values = changed[1] if len(changed) > 1 else ""
+        cells.setdefault(config["algorithm"], {})[values] = run_metrics(config, summary, history)
+    chosen = {
+        method: max(rows, key=lambda v: rows[v]["personal_acc_mean"])
+        for method, rows in cells.items()
+    }
+    return {"cells": cells, "chosen": chosen}
+
+
+def tuning_markdown(table: dict) -> str:
+    lines = ["| method | cell | personal mean | worst-10 % | density |", "|---|---|---|---|---|"]
+    for method, rows in table["cells"].items():
+        for values, m in sorted(rows.items()):
+            mark = " **chosen**" if table["chosen"][method] == values else ""
+            lines.append(
+                f"| {NAMES.get(method, method)} | {values or 'default'}{mark} | "
+                f"{m['personal_acc_mean']:.3f} | {m['personal_acc_worst10']:.3f} | {m['density']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def short(stat, digits: int = 3) -> str:
+    """``mean ± se`` (or ``never`` when no seed got there, ``(k/n)`` when some did not)."""
+    if stat is None:
+        return "never"
+    se = "" if stat["se"] is None else f" ± {stat['se']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f}{se}"
+
+
+def comparison_markdown(table: dict, order=None) -> str:
+    lines = [
+        "| run | n | personal mean | worst-10 % | global | model MB | density | MB/user "
+        f"| round to {FIXED_ACC:.2f} | MB/user to {FIXED_ACC:.2f} |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in order or sorted(table):
+        if key not in table:
+            continue
+        row = table[key]
+        reached = row.get("round_to_fixed_missing")
+        note = f" ({len(row['seeds']) - reached}/{len(row['seeds'])} seeds)" if reached else ""
+        lines.append(
+            f"| {NAMES.get(key, key)} | {len(row['seeds'])} | {short(row['personal_acc_mean'])} | "
+            f"{short(row['personal_acc_worst10'])} | {short(row['global_acc'])} | "
+            f"{short(row['model_mb'], 4)} | {short(row['density'])} | {short(row['mb_per_user'], 2)} | "
+            f"{short(row['round_to_fixed'], 0)}{note} | {short(row['mb_per_user_to_fixed'], 2)}{note} |"
+        )
+    return "\n".join(lines)
+
+
+def by_algorithm(name: str, config: dict) -> str:
+    return config["algorithm"]
+
+
+def ablation_label(name: str, config: dict) -> str:
+    section = config["fedltn"]
+    bn = "on" if config["reestimate_bn"] else "off"
+    return (
+        f"momentum {section['server_momentum']}, server_lr {section['server_lr']}, BN re-est. {bn}"
+    )
+
+
+def jump_start_label(name: str, config: dict) -> str:
+    return "Jump-Start" if config["fedltn"]["jump_start_rounds"] else "plain"
+
+
+def jump_start_table(grid: Path) -> dict:
+    """Per seed: target = 95 % of the plain run's final accuracy; rounds (Jump-Start's warm-up
+    rounds added) and MB per user (its upload included) until each run first reaches it."""
+    by_seed: dict = {}
+    for _, config, _summary, history in runs(grid):
+        by_seed.setdefault(config["seed"], {})[jump_start_label("", config)] = (config, history)
+    out = {"per_seed": {}}
+    for seed, pair in sorted(by_seed.items()):
+        if len(pair) < 2:
+            continue
+        target = 0.95 * pair["plain"][1][-1]["personal_acc_mean"]
+        entry = {"target": target}
+        for label, (config, history) in pair.items():
+            hit = first_reaching(history, target)
+            warm_up = config["fedltn"]["jump_start_rounds"]
+            entry[label] = {
+                "final": history[-1]["personal_acc_mean"],
+                "rounds": None if hit is None else hit["round"] + warm_up,
+                "mb_per_user": None
+                if hit is None
+                else (hit["up_mb"] + hit["down_mb"]) / config["num_clients"],
+            }
+        out["per_seed"][seed] = entry
+    seeds = out["per_seed"].values()
+    out["pooled"] = {
+        label: {
+            k: mean_se([s[label][k] for s in seeds if s[label][k] is not None]) if seeds else None
+            for k in ("final", "rounds", "mb_per_user")
+        }
+        for label in ("plain", "Jump-Start")
+    }
+    return out
+
+
+def jump_start_markdown(table: dict) -> str:
+    lines = [
+        "| run | final personal mean | rounds to target (warm-up incl.) | MB/user to target |",
+        "|---|---|---|---|",
+    ]
+    for label, row in table["pooled"].items():
+        lines.append(
+            f"| {label} | {short(row['final'])} | {short(row['rounds'], 1)} | "
+            f"{short(row['mb_per_user'], 2)} |"
+        )
+    targets = ", ".join(f"{s['target']:.3f}" for s in table["per_seed"].values())
+    return "\n".join(lines) + f"\n\nTargets per seed: {targets}."
+
+
+# ---- claims_fedltn.json ----------------------------------------------------------------------
+
+SOURCE = "Mugunthan et al., FedLTN, ECCV 2022 (abstract and Sec. 5)"
+R1 = "R1: configs/fedltn.py (label_quantity k=8, 50 clients of 100 images, 10 a round, 100 rounds)"
+R1_COMMAND = "fedsim sweep --config configs/fedltn.py --workdir runs/fedltn-r1"
+FEDLTN_SEEDS = (0, 1, 2)
+DENSE = ("fedavg", "fedavgm", "fedavg_ft", "fedbn", "ditto", "local_only")
+
+
+def difference(ours: dict, reference: dict) -> tuple[float, float]:
+    """``ours - reference`` and its standard error (independent seeds)."""
+    return ours["mean"] - reference["mean"], (ours["se"] ** 2 + reference["se"] ** 2) ** 0.5
+
+
+def claim(text, metric, ours, reference_method, reference, held, ratio=None, notes="", **where):
+    return {
+        "claim": text,
+        "source": SOURCE,
+        "held": held,
+        "metric": metric,
+        "ours": ours["mean"],
+        "ours_se": ours["se"],
+        "reference_method": reference_method,
+        "reference": reference["mean"],
+        "reference_se": reference["se"],
+        "ratio": ratio,
+        "seeds": list(FEDLTN_SEEDS),
+        "regime": where.get("regime", R1),
+        "command": where.get("command", R1_COMMAND),
+        "notes": notes,
+    }
+
+
+def best(table: dict, methods, key: str) -> str:
+    return max((m for m in methods if m in table), key=lambda m: table[m][key]["mean"])
+
+
+def gain_claim(table: dict, key: str, text: str) -> dict:
+    """FedLTN's ``key`` against the best other method's: held at +8 points or more, beyond 2 SE."""
+    rival = best(table, [m for m in table if m != "fedltn"], key)
+    gain, se = difference(table["fedltn"][key], table[rival][key])
+    held = gain >= 0.08 and gain > 2 * se
+    notes = f"FedLTN - best other method = {gain:+.3f} ± {se:.3f} (SE); held needs >= +0.08"
+    return claim(text, f"final {key} (round 100)", table["fedltn"][key], rival, table[rival][key],
+                 held, notes=notes)  # fmt: skip
+
+
+def size_claim(table: dict) -> dict:
+    """FedLTN's deployed model against the most accurate dense method's: held at >= 8x smaller
+    with personal accuracy not below it by more than 2 SE."""
+    rival = best(table, DENSE, "personal_acc_mean")
+    ratio = table[rival]["model_mb"]["mean"] / table["fedltn"]["model_mb"]["mean"]
+    gap, se = difference(table["fedltn"]["personal_acc_mean"], table[rival]["personal_acc_mean"])
+    held = ratio >= 8 and gap >= -2 * se
+    notes = (
+        f"{ratio:.1f}x smaller; personal accuracy FedLTN - {rival} = {gap:+.3f} ± {se:.3f} (SE); held "
+        "needs >= 8x and accuracy within 2 SE or better"
+    )
+    return claim("FedLTN's personalised models are ~10x smaller at equal accuracy",
+                 "final deployed model MB (round 100)", table["fedltn"]["model_mb"], rival,
+                 table[rival]["model_mb"], held, ratio, notes)  # fmt: skip
+
+
+def communication_claim(table: dict, published: dict | None) -> dict:
+    """Up+down MB per user until personal accuracy first reaches FIXED_ACC, FedLTN against
+    LotteryFL: held at >= 4x less."""
+    key = "mb_per_user_to_fixed"
+    ours, theirs = table["fedltn"][key], table["lotteryfl"][key]
+    notes = f"R1's equal-budget LotteryFL (E=2); fixed accuracy {FIXED_ACC}"
+    if published and "lotteryfl" in published and published["lotteryfl"][key]:
+        alt = published["lotteryfl"][key]
+        notes += f"; LotteryFL at its published local work (E=20): {alt['mean']:.2f} MB/user"
+    if ours is None or theirs is None:
+        who = "FedLTN" if ours is None else "LotteryFL"
+        return claim("FedLTN needs 4-6x less communication per user than LotteryFL",
+                     f"cumulative up+down MB per user to personal_acc_mean {FIXED_ACC}",
+                     ours or {"mean": None, "se": None}, "lotteryfl",
+                     theirs or {"mean": None, "se": None}, False,
+                     notes=notes + f"; {who} never reached it")  # fmt: skip
+    ratio = theirs["mean"] / ours["mean"]
+    return claim("FedLTN needs 4-6x less communication per user than LotteryFL",
+                 f"cumulative up+down MB per user to personal_acc_mean {FIXED_ACC}", ours,
+                 "lotteryfl", theirs, ratio >= 4, ratio, notes)  # fmt: skip
+
+
+def jump_start_claim(table: dict) -> dict:
+    """Rounds to 95 % of the tuned plain run's final accuracy, warm-up rounds included: held when
+    Jump-Start needs at most 55 % of the plain run's rounds."""
+    plain, jump = table["pooled"]["plain"]["rounds"], table["pooled"]["Jump-Start"]["rounds"]
+    ratio = plain["mean"] / jump["mean"]
+    return claim("Jump-Start halves the rounds FedLTN needs to reach its accuracy",
+                 "rounds to 95 % of the plain run's final personal_acc_mean (3 warm-up rounds added)",
+                 jump, "fedltn (plain)", plain, ratio >= 1 / 0.55, ratio,
+                 "evaluated every 5 rounds", regime=R1 + ", eval_every=5",
+                 command="fedsim sweep --config configs/fedltn_jump_start.py "
+                 "--workdir runs/fedltn-jump-start")  # fmt: skip
+
+
+def claims() -> list[dict]:
+    read = lambda name: json.loads((ROOT / f"results/fedltn_{name}.json").read_text())  # noqa: E731
+    table = read("r1")
+    published = read("published") if (ROOT / "results/fedltn_published.json").exists() else None
+    return [
+        size_claim(table),
+        communication_claim(table, published),
+        gain_claim(table, "personal_acc_mean",
+                   "FedLTN's personal accuracy is ~+10 points above the best personalisation baseline"),
+        gain_claim(table, "personal_acc_worst10",
+                   "FedLTN's worst clients (worst 10 %) gain ~+10 points"),
+        jump_start_claim(read("jump_start")),
+    ]  # fmt: skip
+
+
+TABLES = {  # kind: (table of a sweep workdir, its markdown)
+    "r1": (lambda grid: grouped(grid, by_algorithm), lambda t: comparison_markdown(t, NAMES)),
+    "r2": (lambda grid: grouped(grid, by_algorithm), lambda t: comparison_markdown(t, NAMES)),
+    "published": (lambda grid: grouped(grid, by_algorithm), comparison_markdown),
+    "ablation": (lambda grid: grouped(grid, ablation_label), comparison_markdown),
+    "tuning": (tuning_table, tuning_markdown),
+    "jump_start": (jump_start_table, jump_start_markdown),
+}
+
+
+def main(kind: str, grid: str = "") -> None:
+    if kind == "claims":
+        out = claims()
+        (ROOT / "results/claims_fedltn.json").write_text(json.dumps(out, indent=2) + "\n")
+        for entry in out:
+            print(f"{entry['held']!s:5}  {entry['claim']}: {entry['notes']}")
+        return
+    if kind == "calibration":
+        table = calibration_table(Path(grid))
+        (ROOT / "results/fedltn_calibration.json").write_text(json.dumps(table, indent=2) + "\n")
+        print(calibration_markdown(table))
+        return
+    if kind not in TABLES:
+        raise SystemExit(f"table {kind!r}; choose: calibration, claims, {', '.join(TABLES)}")
+    build, markdown = TABLES[kind]
+    table = build(Path(grid))
+    (ROOT / f"results/fedltn_{kind}.json").write_text(json.dumps(table, indent=2) + "\n")
+    print(markdown(table))
 
 
 if __name__ == "__main__":

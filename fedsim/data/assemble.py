@@ -1,10 +1,11 @@
 """A config's federation: the dataset loaded, subsampled, partitioned over clients and checked.
 
-Reads the data keys of an experiment config (``dataset``, ``partition``, ``num_clients`` and the
-partitioners' parameters; see ``fedsim.config.base_config``) and returns a ``FederatedData``.
+Reads the data keys of an experiment config (``dataset``, ``partition``, ``num_clients``, the
+partitioners' parameters and ``feature_shift``; see ``fedsim.config.base_config``) and returns a ``FederatedData``.
 """
 
 from fedsim.data import datasets, shakespeare, validate
+from fedsim.data.feature_shift import shift_features
 from fedsim.data.federated import FederatedData, make_federation
 from fedsim.errors import ConfigError
 
@@ -37,6 +38,8 @@ def federation_from_config(config, data_seed: int) -> FederatedData:
         beta=config.beta,
         num_classes=dataset.num_classes,
     )
+    if config.feature_shift:
+        data = shift_features(data)
     validate.check_federation(data)
     return data
 

@@ -1,0 +1,25 @@
+"""Regime R2 of results/fedltn.md: FedBN's feature shift (Li et al., ICLR 2021), where personal
+BatchNorm should matter. 16 clients of 200 Fashion-MNIST images, each under its own transform
+(rotation, inversion, contrast; ``fedsim/data/feature_shift.py``), mildly label-skewed (Dirichlet
+1.0), every client every round (FedBN's participation) for 50 rounds; otherwise R1's shared setting
+(configs/fedltn.py: bn_cnn, E=2, B=16, lr 0.02 with momentum 0.5, 10 % validation split).
+
+    fedsim sweep --config configs/fedltn_r2.py --workdir runs/fedltn-r2
+"""
+
+from pathlib import Path
+
+from fedsim.config import config_module
+
+fedltn = config_module(Path(__file__).with_name("fedltn.py"))
+
+METHODS = ("fedavg", "fedbn", "fedltn", "local_only")
+
+
+def get_config(arg=None):
+    return fedltn.get_config(f"regime=r2,{arg}" if arg else "regime=r2")
+
+
+def get_sweep():
+    """The four methods, three seeds each (each seed its own partition), seed-major."""
+    return [{"algorithm": a, "seed": s} for s in fedltn.SEEDS for a in METHODS]
