@@ -86,6 +86,9 @@ def base_config() -> ConfigDict:
     c.dropout_prob = 0.0  # each sampled client drops out with this probability
     c.straggler_fraction = 0.0  # a fixed share of clients that straggle
     c.straggler_work = 0.5  # share of its local steps a straggler finishes
+    c.straggler_slowdown = 1.0  # a straggler's local steps take this many times as long
+    c.latency_sigma = 0.0  # log-sd of clients' typical job durations (sim_time), fixed per client
+    c.latency_jitter = 0.0  # log-sd of each job's duration around its client's typical one
     c.poison_fraction = 0.0  # a fixed share of clients whose features are NaN
     c.attack = "none"  # attackers: 'sign_flip', 'scale', 'noise' (their uploads) or 'label_flip'
     c.attack_fraction = 0.0  # a fixed share of clients that attack
@@ -257,6 +260,8 @@ NON_NEGATIVE = (
     "finetune_epochs",
     "train_examples",
     "init_params_budget",
+    "latency_sigma",
+    "latency_jitter",
 )
 FRACTIONS = {  # key: (lowest, highest, whether the highest is allowed)
     "dropout_prob": (0, 1, False),
@@ -306,6 +311,8 @@ def _check_numbers(config) -> None:
             )
     if not 0 < config.straggler_work <= 1:
         raise ConfigError(f"straggler_work={config.straggler_work} must lie in (0, 1]")
+    if not config.straggler_slowdown >= 1:
+        raise ConfigError(f"straggler_slowdown={config.straggler_slowdown} must be >= 1")
 
 
 def _check_clients(config) -> None:

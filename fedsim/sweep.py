@@ -32,6 +32,7 @@ CSV_FIELDS = (
     "epsilon",
     "compile_s",
     "wall_s",
+    "sim_time",
     "samples_per_s",
     "grid_cells",
 )

@@ -1,5 +1,6 @@
-"""Simulated faults: dropout renormalises over survivors, stragglers do part of their work, and a
-federation with poisoned (NaN) clients trains as well as one without them and reports them."""
+"""Simulated faults: dropout renormalises over survivors, stragglers do part of their work, a
+synchronous round lasts as long as its slowest client, and a federation with poisoned (NaN) clients
+trains as well as one without them and reports them."""
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +74,42 @@ def test_stragglers_are_a_fixed_fraction_and_do_less():
     assert not np.asarray(m_slow.failed).any()
     moved = lambda s: sum(float(jnp.abs(a).sum()) for a in jax.tree.leaves(s.model.params))
     assert moved(slow) != pytest.approx(moved(full))
+
+
+def documented_durations(fault_model, key, round_index, num_clients):
+    """Round ``round_index``'s job durations as documented: each client's fixed log-normal typical
+    time (``fold_in(fixed, 1)``), the job's jitter (``fold_in(round key, 1)``), the stragglers'
+    slowdown (the straggler set of ``fixed``)."""
+    fixed = jax.random.split(key)[1]
+    typical = np.asarray(jax.random.normal(jax.random.fold_in(fixed, 1), (num_clients,)))
+    round_key = jax.random.fold_in(key, round_index)
+    jitter = np.asarray(jax.random.normal(jax.random.fold_in(round_key, 1), (num_clients,)))
+    ranks = np.asarray(jax.random.permutation(fixed, num_clients))
+    stragglers = ranks < round(fault_model.straggler_fraction * num_clients)
+    slow = np.where(stragglers, fault_model.straggler_slowdown * fault_model.straggler_work, 1.0)
+    spread = fault_model.latency_sigma * typical + fault_model.latency_jitter * jitter
+    return np.exp(spread) * slow
+
+
+def test_a_synchronous_round_lasts_as_long_as_its_slowest_sampled_client():
+    latency = faults.Faults(
+        latency_sigma=1.0, latency_jitter=0.5, straggler_fraction=0.5, straggler_work=1.0,
+        straggler_slowdown=4.0,
+    )  # fmt: skip
+    model = get_model("mlp", 3, hidden=(4,))
+    algorithm = fedavg(model, optax.sgd(0.1))
+    server = algorithm.server_init(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 3, 3, 1))))
+    round_fn = build_round_fn(
+        algorithm, num_clients=6, clients_per_round=3, chunk_size=3, local_epochs=1,
+        batch_size=2, faults=latency,
+    )  # fmt: skip
+    key = jax.random.PRNGKey(3)
+    for r in range(2):
+        server, _, m = jax.jit(round_fn)(server, (), federation(), jnp.int32(r), key)
+        took = documented_durations(latency, key, r, 6)[np.asarray(m.client_ids)]
+        assert float(m.sim_time) == pytest.approx(took.max(), rel=1e-6)
+    _, _, m = one_round(federation())  # without latencies every job takes 1
+    assert float(m.sim_time) == 1.0
 
 
 def test_poisoned_clients_are_excluded_and_accuracy_holds():

@@ -403,7 +403,7 @@ def test_check_wrappable_tells_from_the_algorithm_whether_it_sends_an_update(toy
     fed, model, init = toy
     spec = get_spec(name)
     hparams = algorithm_hparams(load_config(f"{CONFIG}:smoke,algorithm={name}"), spec)
-    algorithm = spec.build(hparams, ClientSetup(model, NUM_CLIENTS, optax.sgd(LR), "sgd", LR, 1))
+    algorithm = spec.build(hparams, ClientSetup(model, NUM_CLIENTS, 2, optax.sgd(LR), "sgd", LR, 1))
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), init)
     dataset = Dataset(fed.x, fed.y)
     if name in PRIVATIZABLE + SPARSE:

@@ -3,6 +3,7 @@ fedjax's FederatedAlgorithm). The engine vmaps ``client_update`` over clients, s
 ``contribution`` (weights already applied by the client) and hands the sum to ``server_update``; an
 algorithm with ``stacked=True`` (robust aggregation) gets every slot's contribution instead, a ``Stacked``.
 Algorithms that send model updates send an ``Update`` (what ``fedsim.privacy`` can clip and noise).
+An asynchronous algorithm (FedBuff) picks each round's clients itself with ``schedule``.
 """
 
 from collections.abc import Callable
@@ -114,6 +115,14 @@ class Submodel(NamedTuple):
     macs: jax.Array  # int32 multiply-accumulates per example
 
 
+class Schedule(NamedTuple):
+    """An asynchronous algorithm's choice of a round's clients (``FederatedAlgorithm.schedule``)."""
+
+    server_state: PyTree  # advanced to the round's arrivals (its clock, its in-flight jobs)
+    client_ids: jax.Array  # int32 [K]: the clients whose updates the round aggregates, distinct
+    sim_time: jax.Array  # float32: simulated time since the previous round's aggregation
+
+
 class FederatedAlgorithm(NamedTuple):
     """Pure functions of one federated algorithm.
 
@@ -130,6 +139,9 @@ class FederatedAlgorithm(NamedTuple):
     warmup: a ``Warmup`` the engine runs once before round 1 (FedLTN's Jump-Start), or None.
     report(server_state, scores) -> {key: number}, algorithm-specific metrics added to every evaluation
     row, computed on the host; ``scores`` are the ``PersonalScores`` (None without ``personalize``).
+    schedule(server_state, durations, key) -> Schedule, for asynchronous algorithms that choose the
+    round's K clients themselves instead of the engine's uniform sampling; ``durations[c]`` is how
+    long a job client ``c`` starts this round takes (``fedsim.engine.faults.job_durations``).
     """
 
     name: str
@@ -142,6 +154,7 @@ class FederatedAlgorithm(NamedTuple):
     warmup: "Warmup | None" = None
     report: Callable[[PyTree, PersonalScores | None], dict] | None = None
     stacked: bool = False
+    schedule: Callable[..., Schedule] | None = None
 
 
 class Warmup(NamedTuple):

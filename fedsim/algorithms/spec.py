@@ -22,6 +22,7 @@ class ClientSetup(NamedTuple):
 
     model: Model
     num_clients: int
+    clients_per_round: int  # K, the clients each round aggregates
     optimizer: optax.GradientTransformation  # the client optimiser at ``lr``
     optimizer_name: str  # its optax name
     lr: Any  # client learning rate (a traced array inside a vmapped grid)

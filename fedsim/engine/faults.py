@@ -4,6 +4,12 @@
   the model but uploads nothing, and the aggregate is renormalised over the survivors.
 - Stragglers: a fixed ``straggler_fraction`` of the population (chosen once from the seed) finishes
   only ``straggler_work`` of its real local steps every round it is sampled.
+- Latency (simulated wall-clock): a job client ``c`` starts in round ``r`` takes
+  ``exp(latency_sigma z_c + latency_jitter e_cr)`` time units (the median client's job is 1), with
+  ``z_c`` fixed per client by the seed and ``e_cr`` drawn per job, times ``straggler_slowdown *
+  straggler_work`` for a straggler (slower steps, that share of them). A synchronous round lasts as
+  long as its slowest sampled client; an asynchronous algorithm (FedBuff) schedules its jobs with
+  these durations itself. Durations never change what a client computes.
 - Poisoned clients (host side, before the run): a fixed fraction whose features are NaN.
 - Attackers (Byzantine clients): a fixed fraction (chosen once from the seed, on the host) whose upload
   is transformed before aggregation: ``sign_flip`` sends ``-s delta``, ``scale`` sends ``s delta``
@@ -35,6 +41,9 @@ class Faults(NamedTuple):
     attackers: tuple[int, ...] = ()  # the malicious clients' ids (``choose_clients``)
     attack_scale: float = 1.0  # s of sign_flip and scale
     attack_noise: float = 1.0  # sigma of noise
+    latency_sigma: float = 0.0  # spread (log-sd) of the clients' typical job durations
+    latency_jitter: float = 0.0  # spread (log-sd) of one job's duration around its client's
+    straggler_slowdown: float = 1.0  # a straggler's local steps take this many times as long
 
     @property
     def active(self) -> bool:
@@ -53,6 +62,18 @@ def is_straggler(key, client_id, num_clients: int, fraction: float):
     """Whether ``client_id`` is one of the ``round(fraction * C)`` stragglers fixed by ``key``."""
     rank = jax.random.permutation(key, num_clients)[client_id]
     return rank < round(fraction * num_clients)
+
+
+def job_durations(faults: Faults, fixed_key, job_key, num_clients: int):
+    """``[C]`` float32: the simulated time a job that client ``c`` starts now takes, from the
+    experiment's ``fixed_key`` (each client's typical duration, the stragglers) and ``job_key``."""
+    clients = jnp.arange(num_clients)
+    typical = jax.random.normal(jax.random.fold_in(fixed_key, 1), (num_clients,))
+    jitter = jax.random.normal(job_key, (num_clients,))
+    spread = faults.latency_sigma * typical + faults.latency_jitter * jitter
+    straggles = is_straggler(fixed_key, clients, num_clients, faults.straggler_fraction)
+    slowdown = jnp.where(straggles, faults.straggler_slowdown * faults.straggler_work, 1.0)
+    return (jnp.exp(spread) * slowdown).astype(jnp.float32)
 
 
 def truncate_work(batch_mask, work: float):

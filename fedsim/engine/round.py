@@ -10,7 +10,10 @@ clients per round. Over several devices (a mesh, ``fedsim.engine.sharding``) eac
 share of the slots and the totals are summed across devices. Clients whose results are non-finite are
 excluded and counted; their state is kept. An algorithm with ``stacked=True`` (robust aggregation) gets
 every slot's contribution instead of the sum: the scan stacks them (memory then grows with the slots),
-with the excluded ones and the padding zeroed and marked invalid.
+with the excluded ones and the padding zeroed and marked invalid. Every round also has a simulated
+duration (``fedsim.engine.faults.job_durations``): a sampled round lasts until its slowest client
+reports; an asynchronous algorithm (``schedule``, FedBuff) picks the round's clients itself and says
+how long its round took.
 """
 
 import math
@@ -28,7 +31,8 @@ from fedsim.engine.sharding import CLIENT_AXIS
 
 
 class RoundMetrics(NamedTuple):
-    """Per sampling slot, in sampling order: ``[K]`` each (Poisson: ``[poisson_slots(N, K)]``)."""
+    """Per sampling slot, in sampling order: ``[K]`` each (Poisson: ``[poisson_slots(N, K)]``),
+    and the round's simulated duration."""
 
     client_ids: jax.Array
     loss: jax.Array
@@ -38,6 +42,7 @@ class RoundMetrics(NamedTuple):
     failed: jax.Array  # bool: excluded from the aggregate (non-finite update or dropout)
     dropped: jax.Array  # bool: dropped out (simulated fault), a subset of ``failed``
     participated: jax.Array  # bool: a client sat in this slot (always, with fixed-size sampling)
+    sim_time: jax.Array  # float32 scalar: simulated time the round took
 
 
 def poisson_slots(num_clients: int, clients_per_round: int) -> int:
@@ -62,6 +67,19 @@ def sample_clients(key, num_clients: int, clients_per_round: int, sampling: str)
     ids = jnp.argsort(jnp.where(joins, draw, 2.0))[:slots].astype(jnp.int32)
     joined = jnp.arange(slots) < jnp.sum(joins)
     return jnp.where(joined, ids, num_clients), joined
+
+
+def _round_clients(algorithm, server_state, durations, key, clients_per_round: int, sampling: str):
+    """``(server_state, ids, joined, sim_time)``: the clients an asynchronous algorithm schedules
+    (its state advanced, its own duration), or the sampled ones, who take as long as the slowest."""
+    if algorithm.schedule is not None:
+        scheduled = algorithm.schedule(server_state, durations, key)
+        ids = scheduled.client_ids
+        return scheduled.server_state, ids, jnp.ones(ids.shape, bool), scheduled.sim_time
+    num_clients = durations.shape[0]
+    ids, joined = sample_clients(key, num_clients, clients_per_round, sampling)
+    took = jnp.where(joined, durations[jnp.minimum(ids, num_clients - 1)], 0.0)
+    return server_state, ids, joined, jnp.max(took)
 
 
 def resolve_chunk_size(chunk_size: int, clients_per_round: int, backend: str) -> int:
@@ -255,9 +273,10 @@ def build_round_fn(
     ``round_fn`` returns ``(server_state, client_states, RoundMetrics)``; jit it once per experiment
     (``round_index`` is an array, so rounds do not retrace). ``client_states`` is the algorithm's
     per-client state stacked ``[C, ...]``; rows of clients not sampled are returned unchanged.
-    ``faults`` simulates dropout, stragglers and attacks (``fedsim.engine.faults``); ``sampling`` is 'fixed'
-    or 'poisson' (see ``sample_clients``). With a ``mesh`` (``fedsim.engine.sharding``) slot ``i``
-    runs on device ``i % D``, each device streams its own chunks and the totals meet in a ``psum``.
+    ``faults`` simulates dropout, stragglers, attacks and latency (``fedsim.engine.faults``);
+    ``sampling`` is 'fixed' or 'poisson' (see ``sample_clients``; an algorithm's ``schedule``
+    replaces it). With a ``mesh`` (``fedsim.engine.sharding``) slot ``i`` runs on device ``i % D``,
+    each device streams its own chunks and the totals meet in a ``psum``.
     """
     layout = _layout(num_clients, clients_per_round, chunk_size, sampling, mesh)
     slots, padding = layout.slots, layout.padded - layout.slots
@@ -277,7 +296,12 @@ def build_round_fn(
         round_key = jax.random.fold_in(key, round_index)
         sample_key, client_key = jax.random.split(round_key)
         straggler_key = jax.random.split(key)[1]  # fixed for the whole experiment
-        sampled, joined = sample_clients(sample_key, num_clients, clients_per_round, sampling)
+        durations = faults_lib.job_durations(
+            faults, straggler_key, jax.random.fold_in(round_key, 1), num_clients
+        )
+        server_state, sampled, joined, sim_time = _round_clients(
+            algorithm, server_state, durations, sample_key, clients_per_round, sampling
+        )
         # Padding slots carry the out-of-range id ``num_clients``: reads clamp, writes drop.
         ids = jnp.concatenate([sampled, jnp.full((padding,), num_clients)])
         valid = jnp.concatenate([joined, jnp.zeros((padding,), bool)])
@@ -289,6 +313,7 @@ def build_round_fn(
         server_state = jax.tree.map(
             lambda new, old: jnp.where(anyone, new, old), updated, server_state
         )
-        return server_state, client_states, RoundMetrics(sampled, *(m[:slots] for m in metrics))
+        metrics = RoundMetrics(sampled, *(m[:slots] for m in metrics), sim_time)
+        return server_state, client_states, metrics
 
     return round_fn

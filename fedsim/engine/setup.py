@@ -128,6 +128,9 @@ def _faults(config) -> faults.Faults:
         attackers=tuple(attackers(config).tolist()),
         attack_scale=config.attack_scale,
         attack_noise=config.attack_noise,
+        latency_sigma=config.latency_sigma,
+        latency_jitter=config.latency_jitter,
+        straggler_slowdown=config.straggler_slowdown,
     )
 
 
@@ -158,8 +161,9 @@ def _algorithm(config, model: Model, dp, data: FederatedData) -> tuple[Callable,
         lr = values["client_lr"]
         optimizer = client_optimizer(config.client_optimizer, lr, config.client_momentum)
         setup = ClientSetup(
-            model, config.num_clients, optimizer, config.client_optimizer, lr,
-            config.local_epochs, config.client_momentum, config.reestimate_bn,
+            model, config.num_clients, config_lib.clients_per_round(config), optimizer,
+            config.client_optimizer, lr, config.local_epochs, config.client_momentum,
+            config.reestimate_bn,
         )  # fmt: skip
         return spec.build({**hparams, **own}, setup)
 
@@ -168,6 +172,11 @@ def _algorithm(config, model: Model, dp, data: FederatedData) -> tuple[Callable,
     jax.eval_shape(lambda v: (algorithm.server_init(v), algorithm.client_init(v)), abstract)
     if dp is not None:
         privacy.check_wrappable(algorithm, abstract, Dataset(data.x_train, data.y_train))
+    if algorithm.schedule is not None and config.client_sampling != "fixed":
+        raise ConfigError(
+            f"client_sampling={config.client_sampling!r} with algorithm={config.algorithm!r}: it "
+            "schedules its own clients; use client_sampling='fixed'"
+        )
     return lambda values: privacy.wrap(build(values), dp, config.seed), values
 
 

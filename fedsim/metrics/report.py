@@ -23,7 +23,7 @@ def zero_counters(num_clients: int) -> dict:
     """A run's cumulative counters at the start, as numpy arrays (what a checkpoint stores): 0-d
     totals, and ``sampled``, which of the ``num_clients`` clients have taken part."""
     counters = {k: np.asarray(0, np.int64) for k in INT_COUNTERS}
-    counters.update(train_s=np.asarray(0.0), elapsed_s=np.asarray(0.0))
+    counters.update(train_s=np.asarray(0.0), elapsed_s=np.asarray(0.0), sim_time=np.asarray(0.0))
     counters["sampled"] = np.zeros(num_clients, bool)
     return counters
 
@@ -43,6 +43,7 @@ def account(counters: dict, m, train_s: float, epochs: int) -> None:
     """Adds round metrics ``m`` (host ``RoundMetrics``) to ``counters``; ``epochs``: local epochs each
     client ran."""
     counters["train_s"] += train_s
+    counters["sim_time"] += float(m.sim_time)
     counters["up_bytes"] += int(m.up_bytes.astype(np.int64).sum())
     counters["down_bytes"] += int(m.down_bytes.astype(np.int64).sum())
     counters["samples"] += int(m.num_examples.astype(np.int64).sum()) * epochs
@@ -110,6 +111,7 @@ def round_row(round_number: int, m, scores: dict, counters: dict, wall_s: float)
     return {
         "round": round_number,
         "wall_s": wall_s,
+        "sim_time": counters["sim_time"],
         "loss": train_loss(m),
         "global_acc": scores["global_acc"],
         "personal_acc_mean": float(personal_acc.mean()),

@@ -108,13 +108,18 @@ def add_gaussian_noise(tree, std, key):
 
 def check_wrappable(algorithm: FederatedAlgorithm, model_vars, dataset: Dataset) -> None:
     """ConfigError (one line) unless ``dp_fedavg`` can wrap ``algorithm``: a summed aggregate (not
-    ``stacked``), no warm-up round (its upload would be neither privatised nor accounted) and clients
-    that send an ``Update``, found by ``jax.eval_shape`` of one one-example local step
-    (``model_vars``, ``dataset`` may be abstract)."""
+    ``stacked``), uniformly sampled clients (no ``schedule``), no warm-up round (its upload would be
+    neither privatised nor accounted) and clients that send an ``Update``, found by
+    ``jax.eval_shape`` of one one-example local step (``model_vars``, ``dataset`` may be abstract)."""
     if algorithm.stacked:
         raise ConfigError(
             f"algorithm={algorithm.name!r} under DP: it aggregates every update itself (stacked), "
             "while DP-FedAvg noises their sum"
+        )
+    if algorithm.schedule is not None:
+        raise ConfigError(
+            f"algorithm={algorithm.name!r} under DP: it schedules its own clients "
+            "(asynchronously), while the accountant assumes uniform sampling"
         )
     if algorithm.warmup is not None:
         raise ConfigError(
