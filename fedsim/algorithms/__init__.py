@@ -34,6 +34,7 @@ BUILTIN = {
     "fedrep": "fedsim.algorithms.fedrep:SPEC",
     "apfl": "fedsim.algorithms.apfl:SPEC",
     "qffl": "fedsim.algorithms.qffl:SPEC",
+    "fedbuff": "fedsim.algorithms.fedbuff:SPEC",
     "fedavg_topk": "fedsim.algorithms.compressed:TOPK",
     "fedavg_qsgd": "fedsim.algorithms.compressed:QSGD",
     "fedavg_sign": "fedsim.algorithms.compressed:SIGN",
