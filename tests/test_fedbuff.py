@@ -1,9 +1,11 @@
 """FedBuff (Nguyen et al. 2022): the vmapped engine equals a plain per-client event loop that replays
 the same latency draws on three toy clients (arrivals, staleness, time-outs, server model and
 simulated clock); updates weigh 1/sqrt(1 + staleness); the round traces once; it runs from the CLI
-(in half FedAvg's simulated time when every job takes as long), as a vmapped sweep and sharded."""
+(in half FedAvg's simulated time when every job takes as long), as a vmapped sweep and sharded; the
+comparison config builds and its table counts rounds and simulated time to the target."""
 
 import json
+import runpy
 
 import chex
 import jax
@@ -27,6 +29,7 @@ from test_grid import run_sweep_cells
 from test_sharding import final_state
 from test_traces import round_and_state, smoke_config
 
+from fedsim import config as config_lib
 from fedsim.algorithms.base import Dataset
 from fedsim.algorithms.fedbuff import fedbuff
 from fedsim.algorithms.task import client_task
@@ -202,3 +205,24 @@ def test_bad_settings_are_one_line_errors(overrides, message):
     with pytest.raises(ConfigError, match=message) as err:
         setup.build_experiment(smoke_config(algorithm="fedbuff", **overrides))
     assert len(str(err.value).splitlines()) == 1
+
+
+def test_the_comparison_config_builds_and_tabulates_time_to_target(tmp_path):
+    module = config_lib.config_module("configs/fedbuff.py")
+    for cell in module.get_sweep()[:: len(module.SEEDS)]:
+        setup.build_experiment(config_lib.with_overrides(module.get_config(), cell))
+    seeds = {  # (round, global_acc, sim_time) per evaluation; seed 2 never reaches 0.9
+        0: [(2, 0.5, 1.5), (4, 0.92, 3.0), (6, 0.95, 4.5)],
+        1: [(2, 0.91, 1.0), (4, 0.93, 2.0), (6, 0.97, 3.0)],
+        2: [(2, 0.5, 1.0), (4, 0.6, 2.0), (6, 0.7, 3.0)],
+    }
+    for seed, rows in seeds.items():
+        run = tmp_path / f"algorithm=fedbuff-seed={seed}-data_seed=0"
+        run.mkdir()
+        lines = [{"round": r, "global_acc": a, "sim_time": t} for r, a, t in rows]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    table = runpy.run_path("results/fedbuff_table.py")["table"](tmp_path, 0.9)
+    row = (
+        "| algorithm=fedbuff-data_seed=0 | 3 | 2 | 3 ± 1.4 | 2 ± 1.4 | 0.8733 ± 0.15 | 3.5 ± 0.87 |"
+    )
+    assert row in table, table
