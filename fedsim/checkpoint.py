@@ -7,6 +7,7 @@ key derives from the seed and the round index.
 
 from pathlib import Path
 
+import numpy as np
 import orbax.checkpoint as ocp
 
 from fedsim.engine.loop import RunState
@@ -19,7 +20,11 @@ class Checkpoints:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, enable_async_checkpointing=False
         )
-        self._manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
+        self._manager = ocp.CheckpointManager(
+            Path(directory).absolute(),
+            options=options,
+            item_handlers=ocp.StandardCheckpointHandler(),  # so a fresh manager reads metadata
+        )
 
     def latest_round(self) -> int | None:
         return self._manager.latest_step()
@@ -34,17 +39,21 @@ class Checkpoints:
         self._manager.wait_until_finished()
 
     def restore_latest(self, abstract: RunState) -> RunState | None:
-        """The newest checkpoint restored into ``abstract``'s structure, or None if there is none."""
+        """The newest checkpoint restored into ``abstract``'s structure, or None if there is none.
+        A counter the checkpoint lacks (fedsim gained it since) restarts at zero."""
         step = self.latest_round()
         if step is None:
             return None
+        saved = set(self._manager.item_metadata(step)["counters"].keys())
         target = {
             "server": abstract.server_state,
             "clients": abstract.client_states,
-            "counters": abstract.counters,
+            "counters": {k: v for k, v in abstract.counters.items() if k in saved},
         }
         tree = self._manager.restore(step, args=ocp.args.StandardRestore(target))
-        return RunState(step, tree["server"], tree["clients"], tree["counters"])
+        zeros = {k: np.zeros(v.shape, v.dtype) for k, v in abstract.counters.items()}
+        counters = {**zeros, **tree["counters"]}  # a counter fedsim gained since starts at zero
+        return RunState(step, tree["server"], tree["clients"], counters)
 
     def close(self) -> None:
         self._manager.close()

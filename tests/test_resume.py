@@ -85,3 +85,21 @@ def test_finished_run_is_not_rerun(tmp_path):
     summary = (workdir / "summary.json").read_text()
     assert main(["run", *short, f"--workdir={workdir}"]) == 0
     assert (workdir / "summary.json").read_text() == summary
+
+
+def test_a_checkpoint_from_before_a_new_counter_resumes_with_it_at_zero(tmp_path):
+    import jax
+    import numpy as np
+
+    from fedsim.checkpoint import Checkpoints
+    from fedsim.engine.loop import RunState
+
+    server, clients = {"w": np.arange(3.0)}, {"v": np.ones((2, 2))}
+    Checkpoints(tmp_path).save(RunState(5, server, clients, {"rounds": np.asarray(5)}))
+    counters = {"rounds": np.asarray(0), "sim_time": np.asarray(0.0)}  # fedsim gained sim_time
+    shapes = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+    abstract = RunState(0, shapes(server), shapes(clients), shapes(counters))
+    restored = Checkpoints(tmp_path).restore_latest(abstract)
+    assert restored.round == 5 and int(restored.counters["rounds"]) == 5
+    assert float(restored.counters["sim_time"]) == 0.0
+    np.testing.assert_array_equal(restored.server_state["w"], server["w"])
