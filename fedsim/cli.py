@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from absl import flags
-from ml_collections import config_flags
+from ml_collections import ConfigDict, config_flags
 
 from fedsim.config import base_config, suggest_keys
 from fedsim.errors import ConfigError
@@ -148,9 +148,9 @@ def parse_config_flags(args: list[str], directory_flag: str = "workdir"):
         if cause is not None:
             raise cause from None
         raise ConfigError(f"--config could not be loaded: {_one_line(err)}") from None
-    if model_kwargs:
+    if model_kwargs:  # open-ended: a flag may also change a value's type (hidden=(32,) -> 16)
         config.unlock()
-        config.model_kwargs.update(model_kwargs)
+        config.model_kwargs = ConfigDict({**config.model_kwargs.to_dict(), **model_kwargs})
         config.lock()
     return config, values[directory_flag].value
 

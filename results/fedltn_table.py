@@ -1,13 +1,24 @@
 """Tables of results/fedltn.md from ``fedsim sweep`` workdirs (cells read from each run's
-config.json and summary.json, so a grid still running can be tabulated).
+config.json, summary.json and metrics.jsonl, so a grid still running can be tabulated).
 
     python results/fedltn_table.py calibration runs/fedltn-calibration
+    python results/fedltn_table.py tuning runs/fedltn-tuning
+    python results/fedltn_table.py r1 runs/fedltn-r1
+    python results/fedltn_table.py published runs/fedltn-published
+    python results/fedltn_table.py r2 runs/fedltn-r2
+    python results/fedltn_table.py ablation runs/fedltn-ablation
+    python results/fedltn_table.py jump_start runs/fedltn-jump-start
+    python results/fedltn_table.py claims       # from the JSON files the others wrote
 
 ``calibration``: per candidate regime of configs/fedltn_calibration.py, the floors' final
 ``personal_acc_mean`` (mean ± standard error over seeds, n), the majority-class rate of the clients' own
 test splits (the best constant predictor per client, from the partition) and whether the candidate
-passes (local-only <= 0.80 and FedAvg+FT >= local-only + 0.05). Writes
-results/fedltn_calibration.json and prints the markdown table.
+passes (local-only <= 0.80 and FedAvg+FT >= local-only + 0.05). ``tuning``: seed 0 of every cell, the
+chosen one per method (highest final ``personal_acc_mean``). The comparisons (``r1``, ``published``,
+``r2``, ``ablation``) pool seeds (mean ± SE) of final personal mean and worst-10 %, global accuracy,
+deployed model MB, density, up+down MB per user, and round and MB per user until ``personal_acc_mean``
+first reaches ``FIXED_ACC``. ``jump_start``: rounds and MB to 95 % of the plain run's final accuracy.
+Each writes results/fedltn_<kind>.json (``claims``: results/claims_fedltn.json) and prints markdown.
 """
 
 import json

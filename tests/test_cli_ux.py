@@ -12,6 +12,7 @@ from fedsim.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = str(ROOT / "configs/quickstart.py")
+FEDAVG = str(ROOT / "configs/fedavg.py")  # its smoke model is the MLP, hidden=(...)
 
 # (flags after 'run', text of the one-line error): every one exits 2 and leaves no workdir
 ONE_LINE_ERRORS = [
@@ -23,6 +24,10 @@ ONE_LINE_ERRORS = [
     ([f"--config={QUICK}:smoke", "--config.prox_mu=0.1"], "did you mean fedprox.mu"),
     (["--config=configs/no_such.py"], "config file 'configs/no_such.py' does not exist"),
     ([f"--config={QUICK}:smoke", "--config.algorithm=fedbn"], "no normalisation layers"),
+    (
+        [f"--config={FEDAVG}:smoke", "--config.model_kwargs.hidden=16"],
+        "model_kwargs={'hidden': 16}",
+    ),
 ]
 
 

@@ -27,8 +27,9 @@ def final_state(config):
             val_fraction=0.2,
             **{"fedltn.jump_start_rounds": 2},
         ),
+        dict(algorithm="pfedme", clients_per_round=5),  # personal models, deployed re-estimated
     ],
-    ids=["fedavg", "scaffold", "fedltn"],
+    ids=["fedavg", "scaffold", "fedltn", "pfedme"],
 )
 def test_sharded_round_equals_single_device(overrides):
     assert len(jax.devices()) == 8

@@ -33,6 +33,7 @@ BUILTIN = {
     "fedper": "fedsim.algorithms.fedper:SPEC",
     "fedrep": "fedsim.algorithms.fedrep:SPEC",
     "apfl": "fedsim.algorithms.apfl:SPEC",
+    "pfedme": "fedsim.algorithms.pfedme:SPEC",
     "qffl": "fedsim.algorithms.qffl:SPEC",
     "fedbuff": "fedsim.algorithms.fedbuff:SPEC",
     "fedavg_topk": "fedsim.algorithms.compressed:TOPK",

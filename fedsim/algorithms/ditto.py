@@ -51,16 +51,28 @@ def ditto(
         own = local_train(model, client_optimizer, personal.model, task, dataset, proximal)
         return result._replace(client_state=Personal(own.model, jnp.bool_(True)))
 
+    return base._replace(
+        client_init=untrained,
+        client_update=client_update,
+        personalize=deploy_personal(refresh),
+    )
+
+
+def untrained(model_vars: ModelVars) -> Personal:
+    """A client's state before it is first sampled."""
+    return Personal(model_vars, jnp.bool_(False))
+
+
+def deploy_personal(refresh):
+    """``personalize``: a client deploys its personal model once it has trained one, else the server
+    model, with ``refresh`` (``norm_stats.reestimator``) applied to its BatchNorm statistics."""
+
     def personalize(server_state, personal: Personal, task, dataset):
         pick = lambda mine, server: jnp.where(personal.trained, mine, server)
         deployed = jax.tree.map(pick, personal.model, server_state.model)
         return dense_personal(refresh(deployed, task, dataset))
 
-    return base._replace(
-        client_init=lambda model_vars: Personal(model_vars, jnp.bool_(False)),
-        client_update=client_update,
-        personalize=personalize,
-    )
+    return personalize
 
 
 SPEC = AlgorithmSpec(

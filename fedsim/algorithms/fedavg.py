@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedsim.algorithms.base import ClientResult, FederatedAlgorithm, Update, mean_of
-from fedsim.algorithms.local import local_train
+from fedsim.algorithms.base import ClientResult, ClientTask, FederatedAlgorithm, Update, mean_of
+from fedsim.algorithms.local import LocalResult, local_train
 from fedsim.algorithms.spec import SERVER_SGD, AlgorithmSpec, check_ranges, server_optimizer
 from fedsim.compress.encode import dense_bytes
 from fedsim.models.base import Model, ModelVars
@@ -18,6 +18,26 @@ from fedsim.models.base import Model, ModelVars
 class ServerState(NamedTuple):
     model: ModelVars
     opt_state: optax.OptState
+
+
+def client_message(
+    result: LocalResult, received: ModelVars, task: ClientTask, client_state
+) -> ClientResult:
+    """What a FedAvg client sends after training ``received`` into ``result.model``:
+    ``Update(n_k (w_k - w), n_k, state=n_k s_k)``, the dense model's bytes each way."""
+    weight = task.num_examples.astype(jnp.float32)
+    delta = jax.tree.map(
+        lambda new, old: weight * (new - old), result.model.params, received.params
+    )
+    state = jax.tree.map(lambda s: weight * s, result.model.state)
+    model_bytes = jnp.int32(dense_bytes(received))
+    return ClientResult(
+        contribution=Update(delta, weight, state=state),
+        client_state=client_state,
+        loss=result.loss,
+        up_bytes=model_bytes,
+        down_bytes=model_bytes,
+    )
 
 
 def fedavg(
@@ -60,19 +80,7 @@ def fedavg(
                 )
 
         result = local_train(model, client_optimizer, received, task, dataset, adjust)
-        weight = task.num_examples.astype(jnp.float32)
-        delta = jax.tree.map(
-            lambda new, old: weight * (new - old), result.model.params, received.params
-        )
-        state = jax.tree.map(lambda s: weight * s, result.model.state)
-        model_bytes = jnp.int32(dense_bytes(received))
-        return ClientResult(
-            contribution=Update(delta, weight, state=state),
-            client_state=client_state,
-            loss=result.loss,
-            up_bytes=model_bytes,
-            down_bytes=model_bytes,
-        )
+        return client_message(result, received, task, client_state)
 
     def server_update(server_state, total):
         delta, state = mean_of(total)
