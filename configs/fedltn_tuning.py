@@ -15,10 +15,13 @@ from fedsim.config import config_module
 fedltn = config_module(Path(__file__).with_name("fedltn.py"))
 
 CLIENT_LRS = (0.01, 0.02, 0.05)
-GRIDS = {  # method: values of its own keys, one key at a time at the default client lr
-    "ditto": {"ditto.lam": (0.01, 0.1, 1.0)},
-    "fedavgm": {"fedavgm.server_lr": (0.05, 0.1, 0.2)},
-    "fedltn": {"fedltn.server_lr": (0.05, 0.1, 0.2), "fedltn.prune_rate": (0.1, 0.3)},
+# method: values of its own keys, one key at a time at the default client lr; each default (Ditto's
+# lam 0.1, the server lr 0.1, the prune rates 0.2/0.2/0.1, one fine-tuning epoch) is its client_lr=0.02
+# cell
+GRIDS = {
+    "ditto": {"ditto.lam": (0.01, 1.0)},
+    "fedavgm": {"fedavgm.server_lr": (0.05, 0.2)},
+    "fedltn": {"fedltn.server_lr": (0.05, 0.2), "fedltn.prune_rate": (0.1, 0.3)},
     "lotteryfl": {"lotteryfl.prune_rate": (0.1, 0.3)},
     "subfedavg": {"subfedavg.prune_rate": (0.05, 0.2)},
     "fedavg_ft": {"finetune_epochs": (3,)},
