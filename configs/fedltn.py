@@ -44,6 +44,8 @@ TUNED = {method: {} for method in METHODS}  # {} = the shared setting (client_lr
 TUNED["fedltn"] = {"fedltn.prune_rate": 0.3}
 TUNED["fedbn"] = {"client_lr": 0.05}
 TUNED["local_only"] = {"client_lr": 0.05}
+TUNED["ditto"] = {"client_lr": 0.05}
+TUNED["lotteryfl"] = {"client_lr": 0.05}
 
 
 PRUNED = ("lotteryfl", "subfedavg", "fedltn")  # the methods with pruning sections
