@@ -41,11 +41,14 @@ METHODS = (
 SEEDS = (0, 1, 2)
 # each method's values chosen on seed 0 by configs/fedltn_tuning.py (results/fedltn.md, tuning table)
 TUNED = {method: {} for method in METHODS}  # {} = the shared setting (client_lr 0.02) won
+# (FedAvg+FT: its 3-epoch cell still runs)
 TUNED["fedltn"] = {"fedltn.prune_rate": 0.3}
 TUNED["fedbn"] = {"client_lr": 0.05}
 TUNED["local_only"] = {"client_lr": 0.05}
 TUNED["ditto"] = {"client_lr": 0.05}
 TUNED["lotteryfl"] = {"client_lr": 0.05}
+TUNED["fedavgm"] = {"client_lr": 0.05}
+TUNED["subfedavg"] = {"subfedavg.prune_rate": 0.05}
 
 
 PRUNED = ("lotteryfl", "subfedavg", "fedltn")  # the methods with pruning sections
