@@ -33,6 +33,7 @@ from fedsim.data.assemble import federation_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 calibration = config_lib.config_module(str(ROOT / "configs/fedltn_calibration.py"))
+FEDLTN_SEEDS = calibration.fedltn.SEEDS  # configs/fedltn.py's
 LOCAL_CEILING, GAIN = 0.80, 0.05
 DATA_KEYS = ("partition", "train_examples", "num_clients")
 
@@ -354,7 +355,6 @@ def jump_start_markdown(table: dict) -> str:
 SOURCE = "Mugunthan et al., FedLTN, ECCV 2022 (abstract and Sec. 5)"
 R1 = "R1: configs/fedltn.py (label_quantity k=8, 50 clients of 100 images, 10 a round, 100 rounds)"
 R1_COMMAND = "fedsim sweep --config configs/fedltn.py --workdir runs/fedltn-r1"
-FEDLTN_SEEDS = (0, 1, 2)
 DENSE = ("fedavg", "fedavgm", "fedavg_ft", "fedbn", "ditto", "local_only")
 
 

@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from fedsim.data.federated import FederatedData
+from fedsim.data.federated import FederatedData, _padded
 from fedsim.errors import ConfigError
 
 
@@ -40,11 +40,7 @@ def _per_client_copies(
     rows = [indices[c, : counts[c]] for c in range(len(counts))]
     x = np.concatenate([transform_images(images[r], c) for c, r in enumerate(rows)])
     y = np.concatenate([labels[r] for r in rows])
-    starts = np.cumsum(counts) - counts
-    width = indices.shape[1]
-    table = starts[:, None] + np.arange(width)[None, :]
-    table = np.where(np.arange(width)[None, :] < counts[:, None], table, 0).astype(np.int32)
-    return x, y.astype(np.int32), table
+    return x, y.astype(np.int32), _padded(np.arange(len(y)), counts)
 
 
 def shift_features(data: FederatedData) -> FederatedData:
