@@ -41,7 +41,7 @@ METHODS = (
 SEEDS = (0, 1, 2)
 # each method's values chosen on seed 0 by configs/fedltn_tuning.py (results/fedltn.md, tuning table)
 TUNED = {method: {} for method in METHODS}  # {} = the shared setting (client_lr 0.02) won
-TUNED["fedavg_ft"] = {"client_lr": 0.05}  # provisional: its finetune_epochs=3 cell still runs
+TUNED["fedavg_ft"] = {"finetune_epochs": 3}
 TUNED["fedltn"] = {"fedltn.prune_rate": 0.3}
 TUNED["fedbn"] = {"client_lr": 0.05}
 TUNED["local_only"] = {"client_lr": 0.05}

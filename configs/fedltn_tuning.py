@@ -14,7 +14,7 @@ from fedsim.config import config_module
 
 fedltn = config_module(Path(__file__).with_name("fedltn.py"))
 
-CLIENT_LRS = (0.01, 0.02, 0.05)
+CLIENT_LRS = (0.01, 0.02, 0.05, 0.1)
 # method: values of its own keys, one key at a time at the default client lr; each default (Ditto's
 # lam 0.1, the server lr 0.1, the prune rates 0.2/0.2/0.1, one fine-tuning epoch) is its client_lr=0.02
 # cell
