@@ -6,6 +6,7 @@ config.json, summary.json and metrics.jsonl, so a grid still running can be tabu
     python results/fedltn_table.py r1 runs/fedltn-r1
     python results/fedltn_table.py published runs/fedltn-published
     python results/fedltn_table.py r2 runs/fedltn-r2
+    python results/fedltn_table.py r2_calibration runs/fedltn-r2-calibration
     python results/fedltn_table.py ablation runs/fedltn-ablation
     python results/fedltn_table.py jump_start runs/fedltn-jump-start
     python results/fedltn_table.py claims       # from the JSON files the others wrote
@@ -15,7 +16,7 @@ config.json, summary.json and metrics.jsonl, so a grid still running can be tabu
 test splits (the best constant predictor per client, from the partition) and whether the candidate
 passes (local-only <= 0.80 and FedAvg+FT >= local-only + 0.05). ``tuning``: seed 0 of every cell, the
 chosen one per method (highest final ``personal_acc_mean``). The comparisons (``r1``, ``published``,
-``r2``, ``ablation``) pool seeds (mean ± SE) of final personal mean and worst-10 %, global accuracy,
+``r2``, ``r2_calibration``, ``ablation``) pool seeds (mean ± SE) of final personal mean and worst-10 %, global accuracy,
 deployed model MB, density, up+down MB per user, and round and MB per user until ``personal_acc_mean``
 first reaches each of ``LEVELS``. ``jump_start``: rounds and MB to 95 % of the plain run's final accuracy.
 Each writes results/fedltn_<kind>.json (``claims``: results/claims_fedltn.json) and prints markdown.
@@ -298,6 +299,11 @@ def ablation_label(name: str, config: dict) -> str:
     )
 
 
+def r2_calibration_label(name: str, config: dict) -> str:
+    size = config["train_examples"] // config["num_clients"]
+    return f"{config['num_clients']} clients x {size} images, {NAMES[config['algorithm']]}"
+
+
 def jump_start_label(name: str, config: dict) -> str:
     return "Jump-Start" if config["fedltn"]["jump_start_rounds"] else "plain"
 
@@ -328,12 +334,17 @@ def jump_start_table(grid: Path) -> dict:
     seeds = out["per_seed"].values()
     out["pooled"] = {
         label: {
-            k: mean_se([s[label][k] for s in seeds if s[label][k] is not None]) if seeds else None
-            for k in ("final", "rounds", "mb_per_user")
+            k: reached_by([s[label][k] for s in seeds]) for k in ("final", "rounds", "mb_per_user")
         }
         for label in ("plain", "Jump-Start")
     }
     return out
+
+
+def reached_by(values: list) -> dict | None:
+    """Mean ± SE over the seeds that got there (None when none did)."""
+    values = [v for v in values if v is not None]
+    return mean_se(values) if values else None
 
 
 def jump_start_markdown(table: dict) -> str:
@@ -483,6 +494,7 @@ TABLES = {  # kind: (table of a sweep workdir, its markdown)
     "r1": (lambda grid: grouped(grid, by_algorithm), lambda t: comparison_markdown(t, NAMES)),
     "r2": (lambda grid: grouped(grid, by_algorithm), lambda t: comparison_markdown(t, NAMES)),
     "published": (lambda grid: grouped(grid, by_algorithm), comparison_markdown),
+    "r2_calibration": (lambda grid: grouped(grid, r2_calibration_label), comparison_markdown),
     "ablation": (lambda grid: grouped(grid, ablation_label), comparison_markdown),
     "tuning": (tuning_table, tuning_markdown),
     "jump_start": (jump_start_table, jump_start_markdown),

@@ -1,0 +1,33 @@
+"""R2's calibration (results/fedltn.md): the feature-shift regime of configs/fedltn_r2.py at 200
+images a client let local-only training win (0.812 against FedBN's 0.766), so personal BatchNorm's
+claim has no room there. Candidates shrink each client's data and (``n32``) give each transform two
+clients; a candidate is kept when personal BatchNorm (FedBN) beats local-only on seed 0.
+
+    fedsim sweep --config configs/fedltn_r2_calibration.py --workdir runs/fedltn-r2-calibration
+
+Every candidate keeps R2's setting (transforms, Dirichlet 1.0, full participation, 50 rounds) and
+changes only the client count and size.
+"""
+
+from pathlib import Path
+
+from fedsim.config import config_module
+
+r2 = config_module(Path(__file__).with_name("fedltn_r2.py"))
+
+CANDIDATES = {  # name: the keys it changes from R2 (16 clients x 200 images)
+    "n16x100": dict(train_examples=1600),
+    "n32x100": dict(num_clients=32, clients_per_round=32, train_examples=3200),
+}
+FLOORS = ("local_only", "fedbn")
+
+
+def get_config(arg=None):
+    return r2.get_config(arg)
+
+
+def get_sweep():
+    """Each candidate x local-only and FedBN, seed 0."""
+    return [
+        {"algorithm": a, "seed": 0, **keys} for keys in CANDIDATES.values() for a in FLOORS
+    ]
