@@ -295,7 +295,8 @@ def ablation_label(name: str, config: dict) -> str:
     section = config["fedltn"]
     bn = "on" if config["reestimate_bn"] else "off"
     return (
-        f"momentum {section['server_momentum']}, server_lr {section['server_lr']}, BN re-est. {bn}"
+        f"momentum {section['server_momentum']}, server_lr {section['server_lr']}, BN re-est. {bn}, "
+        f"target density {section['target_density']}"
     )
 
 
