@@ -7,6 +7,7 @@ the hierarchical group lasso, ranks cut as they die; against dense training and 
         --workdir runs/svd-40k                                                      # SVD + fine-tuning
     fedsim run --config configs/maestro.py:mode=federated --workdir runs/maestro-fed   # 3 capacity tiers
     fedsim run --config configs/maestro.py:mode=shakespeare --workdir runs/maestro-shakespeare
+    fedsim run --config configs/maestro.py:mode=shakespeare_central,method=dense --workdir runs/sk-central
     fedsim sweep --config configs/maestro.py --workdir runs/maestro-grid             # lambda_gl grid
 
 ARG keys: any config key, plus ``method`` (``maestro``, ``dense``: plain training of the dense twin,
@@ -14,14 +15,18 @@ ARG keys: any config key, plus ``method`` (``maestro``, ``dense``: plain trainin
 ``rounds=0``-like short runs via ``rounds``), ``mode`` (``central``: one client holding all the data, a
 round per epoch and shrinking every epoch; ``federated``: 100 Dirichlet(0.5) clients, 10 per round,
 capacity tiers 0.25/0.5/1.0 by client id, shrinking every 5 rounds; ``shakespeare``: the natural
-Shakespeare federation with a factorised character Transformer) and ``smoke``.
+Shakespeare federation with a factorised character Transformer; ``shakespeare_central``: the same
+Transformer, larger, trained with Adam on every role's windows pooled into one client, 30 windows per
+role and split) and ``smoke``. The Transformer is causal and trained on every position; compare it
+with the count-table floors of the same windows, ``python results/count_floors.py
+configs/maestro.py:mode=shakespeare_central``.
 """
 
 from fedsim.config import apply_arg, base_config, parse_arg
 from fedsim.errors import ConfigError
 
 LAMBDAS = (1e-4, 3e-4, 1e-3)
-MODES = ("central", "federated", "shakespeare")
+MODES = ("central", "federated", "shakespeare", "shakespeare_central")
 METHODS = ("maestro", "dense", "svd")
 
 
@@ -67,6 +72,17 @@ def shakespeare(config):
     config.model_kwargs = {"dim": 32, "heads": 2, "layers": 1, "factorized": True}
 
 
+def shakespeare_central(config):
+    config.update(
+        dataset="shakespeare", partition="iid", num_clients=1, clients_per_round=1,
+        max_windows_per_client=30, local_epochs=1, rounds=3, batch_size=32, eval_every=1,
+        eval_batch_size=500, model="transformer", client_optimizer="adam", client_lr=3e-3,
+        client_momentum=0.0,
+    )  # fmt: skip
+    config.maestro.shrink_every = 1
+    config.model_kwargs = {"dim": 128, "heads": 4, "layers": 2, "factorized": True}
+
+
 def get_config(arg=None):
     values = parse_arg(arg)
     mode, method = values.pop("mode", "central"), values.pop("method", "maestro")
@@ -77,7 +93,11 @@ def get_config(arg=None):
     config = base_config()
     config.algorithm = "maestro"
     config.maestro.update(lambda_gl=3e-4, epsilon_ps=1e-5, weight_decay=1e-4)
-    {"central": central, "federated": federated, "shakespeare": shakespeare}[mode](config)  # fmt: skip
+    modes = {
+        "central": central, "federated": federated, "shakespeare": shakespeare,
+        "shakespeare_central": shakespeare_central,
+    }  # fmt: skip
+    modes[mode](config)
     if method == "maestro" and mode == "central":
         # measured: at 0.05 (dense's rate) the first epoch of ordered dropout diverged (NaN) twice
         config.client_lr = 0.02

@@ -55,7 +55,6 @@ BAD_INPUTS = [
     ([f"--config={FEDAVG}:smoke", "--config.checkpoint_every=-1"], "checkpoint_every=-1"),
     ([f"--config={FEDAVG}:smoke", "--config.seed=-3"], "seed=-3"),
     ([f"--config={FEDAVG}:smoke,partition=natural"], "partition='natural'"),
-    ([f"--config={FEDAVG}:smoke,dataset=shakespeare,partition=iid"], "dataset='shakespeare'"),
     ([f"--config={FEDAVG}:smoke,algorithm=fedadam", "--config.fedadam.tau=0"], "fedadam.tau=0.0"),
     ([f"--config={FEDAVG}:smoke,jump_start_rounds=3"], "fedltn.jump_start_rounds"),
     (

@@ -21,10 +21,24 @@ class LocalResult(NamedTuple):
     num_steps: jax.Array  # int32, real steps taken
 
 
+def per_example(values, mask):
+    """``values [B, ...]`` averaged over all but the leading axis, to ``mask``'s shape ``[B]`` (a
+    sequence model's per-position values become one value per window)."""
+    return values.reshape(mask.shape + (-1,)).mean(axis=-1)
+
+
 def masked_cross_entropy(logits, labels, mask):
-    """Mean softmax cross-entropy over the examples where ``mask`` is True."""
-    per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    return jnp.sum(per_example * mask) / jnp.maximum(jnp.sum(mask), 1)
+    """Mean softmax cross-entropy over the examples where ``mask`` is True; an example with one label
+    per position (``labels [B, T]``, ``logits [B, T, V]``) scores the mean over its positions."""
+    per_label = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return jnp.sum(per_example(per_label, mask) * mask) / jnp.maximum(jnp.sum(mask), 1)
+
+
+def masked_hits(logits, labels, mask):
+    """Number of correct argmax predictions over the examples where ``mask`` is True (an example
+    with one label per position counts the fraction of its positions that are right)."""
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return jnp.sum(per_example(correct, mask) * mask)
 
 
 def local_train(

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from fedsim.algorithms.base import ClientTask, Dataset, Personal, Update, mean_of
-from fedsim.algorithms.local import LocalResult, local_train
+from fedsim.algorithms.local import LocalResult, local_train, masked_hits
 from fedsim.algorithms.spec import check_choice, check_ranges
 from fedsim.compress import masks
 from fedsim.compress.encode import dense_bytes, masked_bytes
@@ -47,8 +47,10 @@ def validation_scores(model: Model, model_vars: ModelVars, task: ClientTask, dat
     x, y = dataset.x[task.val_indices], dataset.y[task.val_indices]
     logits, _ = model.apply(model_vars, x, False, task.key)
     size = jnp.maximum(jnp.sum(task.val_mask), 1)
-    hits = jnp.sum((jnp.argmax(logits, axis=-1) == y) & task.val_mask)
-    counts = jnp.sum(jax.nn.one_hot(y, logits.shape[-1]) * task.val_mask[:, None], axis=0)
+    hits = masked_hits(logits, y, task.val_mask)
+    num_classes = logits.shape[-1]
+    frequencies = jax.nn.one_hot(y, num_classes).reshape(len(y), -1, num_classes).mean(axis=1)
+    counts = jnp.sum(frequencies * task.val_mask[:, None], axis=0)
     return hits / size, jnp.max(counts, initial=0.0) / size
 
 

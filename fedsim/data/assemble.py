@@ -13,12 +13,17 @@ NATURAL = ("shakespeare",)  # datasets with their own clients (``partition='natu
 
 
 def federation_from_config(config, data_seed: int) -> FederatedData:
-    """The checked federation of ``config``'s data keys, drawn with ``data_seed``."""
-    if config.dataset in NATURAL or config.partition == "natural":
+    """The checked federation of ``config``'s data keys, drawn with ``data_seed``. A dataset with its
+    own clients under another partition (e.g. ``iid`` over one client: central training) pools every
+    client's windows first."""
+    if config.partition == "natural":
         return _natural_federation(config, data_seed)
-    dataset = datasets.load_dataset(
-        config.dataset, seed=data_seed, path=config.data_path, data_dir=config.data_dir
-    )
+    if config.dataset in NATURAL:
+        dataset = _shakespeare(config, num_clients=0, data_seed=data_seed).to_array_dataset()
+    else:
+        dataset = datasets.load_dataset(
+            config.dataset, seed=data_seed, path=config.data_path, data_dir=config.data_dir
+        )
     dataset = datasets.subsample_train(dataset, config.train_examples, data_seed)
     validate.check_labels(dataset)
     if config.num_clients > len(dataset.y_train):
@@ -46,17 +51,22 @@ def federation_from_config(config, data_seed: int) -> FederatedData:
 
 def _natural_federation(config, data_seed: int) -> FederatedData:
     """Datasets with their own clients (Shakespeare roles) keep them: ``partition='natural'``."""
-    if config.dataset not in NATURAL or config.partition != "natural":
+    if config.dataset not in NATURAL:
         raise ConfigError(
-            f"dataset={config.dataset!r} with partition={config.partition!r}: the natural partition "
-            f"needs a dataset with its own clients ({', '.join(NATURAL)}), and those need it"
+            f"dataset={config.dataset!r} with partition='natural': the natural partition needs a "
+            f"dataset with its own clients ({', '.join(NATURAL)})"
         )
-    source = shakespeare.load_shakespeare(
-        num_clients=config.num_clients,
-        seed=data_seed,
-        max_windows_per_client=config.max_windows_per_client or None,
-    )
+    source = _shakespeare(config, config.num_clients, data_seed)
     validate.check_labels(source.to_array_dataset())
     data = source.federated()
     validate.check_federation(data)
     return data
+
+
+def _shakespeare(config, num_clients: int, data_seed: int) -> shakespeare.ShakespeareData:
+    """The Shakespeare roles (``num_clients`` of them, 0 for all) at ``max_windows_per_client``."""
+    return shakespeare.load_shakespeare(
+        num_clients=num_clients,
+        seed=data_seed,
+        max_windows_per_client=config.max_windows_per_client or None,
+    )

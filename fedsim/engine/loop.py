@@ -260,6 +260,7 @@ def _scores(experiment: Experiment, cells: _Cells, predict, server_state, g, per
     extra = {"epsilon": None if experiment.privacy is None else experiment.privacy.epsilon(rounds)}
     if algorithm.report is not None:
         extra.update(algorithm.report(server_state, personal_scores))
+    extra.update(report.last_position_metrics(correct))
     extra.update(report.submodel_metrics(algorithm, server_state, x_test, y_test, predict))
     return scores, extra
 

@@ -21,6 +21,7 @@ from fedsim.algorithms.task import Federation
 from fedsim.data import partition
 from fedsim.data.assemble import federation_from_config
 from fedsim.data.federated import FederatedData, hold_out_validation
+from fedsim.data.sequence import with_next_token_targets
 from fedsim.engine import faults, sharding
 from fedsim.engine.programs import Programs, RunSettings, build_programs
 from fedsim.engine.round import resolve_chunk_size
@@ -75,6 +76,8 @@ def build_experiment(config) -> Experiment:
         data = faults.flip_labels(data, attackers(config))
     data = hold_out_validation(data, config.val_fraction, data_seed)
     model = _model(config, data.num_classes)
+    if model.sequence_targets:
+        data = with_next_token_targets(data)
     start_model = model_file.load_model(config.init_from) if config.init_from else None
     if start_model is not None:
         describe = f"init_from={config.init_from!r} (model={config.model!r})"

@@ -11,12 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from fedsim.algorithms.base import Dataset
+from fedsim.algorithms.local import masked_hits
 from fedsim.algorithms.task import client_task
 from fedsim.models.base import Model
 
 
 def build_predict_correct(model: Model, batch_size: int):
-    """Returns ``correct(model_vars, x, y) -> bool [M]`` evaluating in batches of ``batch_size``."""
+    """Returns ``correct(model_vars, x, y) -> bool`` of ``y``'s shape (``[M]``, or ``[M, T]`` for a
+    sequence model), evaluating in batches of ``batch_size``."""
 
     def correct(model_vars, x, y):
         m = x.shape[0]
@@ -29,13 +31,15 @@ def build_predict_correct(model: Model, batch_size: int):
             logits, _ = model.apply(model_vars, batch, False, jax.random.PRNGKey(0))
             return jnp.argmax(logits, axis=-1)
 
-        return jax.lax.map(predict, xb).reshape(-1)[:m] == y
+        return jax.lax.map(predict, xb).reshape((-1,) + y.shape[1:])[:m] == y
 
     return correct
 
 
 def per_client_accuracy(correct: np.ndarray, test_indices: np.ndarray, num_test: np.ndarray):
-    """Mean of ``correct`` over each client's first ``num_test[c]`` entries of ``test_indices[c]``."""
+    """Mean of ``correct`` over each client's first ``num_test[c]`` entries of ``test_indices[c]``
+    (over every position of those entries, for a sequence model's ``[M, T]``)."""
+    correct = correct.reshape(len(correct), -1).mean(axis=1)
     valid = np.arange(test_indices.shape[1])[None, :] < num_test[:, None]
     hits = np.where(valid, correct[test_indices], False).sum(axis=1)
     return hits / np.maximum(num_test, 1)
@@ -70,7 +74,7 @@ def build_personal_eval(model: Model, personalize, *, epochs: int, batch_size: i
             idx = test_indices[row]
             valid = jnp.arange(idx.shape[0]) < num_test[row]
             logits, _ = model.apply(personal.model, x_test[idx], False, jax.random.PRNGKey(0))
-            hits = jnp.sum((jnp.argmax(logits, axis=-1) == y_test[idx]) & valid)
+            hits = masked_hits(logits, y_test[idx], valid)
             return hits, personal.model_bytes, personal.values_bytes, personal.density
 
         rows = jnp.arange(federation.num_examples.shape[0])

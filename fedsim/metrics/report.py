@@ -83,6 +83,12 @@ def personal_overrides(scores: PersonalScores) -> dict:
     }
 
 
+def last_position_metrics(correct: np.ndarray) -> dict:
+    """``last_acc``: a sequence model's accuracy at the last position of every test window (the one
+    prediction a window-level model makes); nothing when ``correct`` has one entry per window."""
+    return {"last_acc": float(correct[:, -1].mean())} if correct.ndim > 1 else {}
+
+
 def submodel_metrics(algorithm: FederatedAlgorithm, server_state, x_test, y_test, predict) -> dict:
     """``acc_<name>``, ``params_<name>``, ``model_mb_<name>``, ``round_mb_<name>`` (per client of
     that kind, down + up) and ``macs_<name>`` of every sub-model the algorithm serves."""

@@ -42,6 +42,9 @@ class Model(NamedTuple):
     ``fedsim.models.layers`` (factorised layers at their kept rank). ``represent(vars, x, train, key,
     mask=None)`` returns ``(logits, z, new_state)``: ``apply``'s pair and ``z``, what the module sows
     under ``REPRESENTATION`` (None if it sows nothing); None for a model without one.
+    ``sequence_targets``: the logits have one row per input position (``[B, T, V]``, a causal language
+    model), trained and scored against each window's next-token targets ``[B, T]``
+    (``fedsim.data.sequence``) instead of one label per window.
     """
 
     name: str
@@ -49,6 +52,7 @@ class Model(NamedTuple):
     apply: Callable[..., tuple[jax.Array, PyTree]]
     macs: Callable[[ModelVars, jax.Array], jax.Array] | None = None
     represent: Callable[..., tuple[jax.Array, jax.Array | None, PyTree]] | None = None
+    sequence_targets: bool = False
 
 
 def from_flax(name: str, module: nn.Module) -> Model:

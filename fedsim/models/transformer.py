@@ -1,7 +1,9 @@
-"""A small character Transformer for next-character prediction (Vaswani et al. 2017, 'Attention Is All
-You Need'; pre-norm blocks as in GPT-2): token and learned position embeddings, ``layers`` blocks of
-causal multi-head self-attention and a ReLU FFN (``4 dim``), final LayerNorm, a Dense readout of the
-last position over the vocabulary.
+"""A small causal character Transformer (Vaswani et al. 2017, 'Attention Is All You Need'; pre-norm
+blocks as in GPT-2): token and learned position embeddings, ``layers`` blocks of causal multi-head
+self-attention and a ReLU FFN (``4 dim``), final LayerNorm, a Dense readout over the vocabulary at
+every position. Position ``t`` sees inputs ``0..t`` only and predicts input ``t + 1`` (the last
+position predicts the window's label), so one window trains ``T`` next-character predictions
+(``Model.sequence_targets``; the Shakespeare windows of Caldas et al. 2018, LEAF).
 
 With ``factorized`` every projection — query, key, value, output (each a ``dim -> dim`` Dense, as in
 Maestro's official code, SamuelHorvath/Maestro-LoD), both FFN layers and the readout — is ``U Vᵀ`` (Maestro);
@@ -56,7 +58,7 @@ class CharTransformer(nn.Module):
         x = x + position[:length]
         for i in range(self.layers):
             x = Block(self.dim, self.heads, self.factorized, name=f"block_{i}")(x)
-        x = nn.LayerNorm()(x[:, -1])
+        x = nn.LayerNorm()(x)
         return Dense(self.num_classes, factorized=self.factorized, name="readout")(x)
 
 
@@ -68,10 +70,12 @@ def make(
     max_length: int = 80,
     factorized: bool = False,
 ) -> Model:
-    """Character Transformer over token windows ``[B, T]`` (``T <= max_length``); ``num_classes`` is the
-    vocabulary size; ``factorized`` makes every projection ``U Vᵀ`` (Maestro)."""
+    """Causal character Transformer: token windows ``[B, T]`` (``T <= max_length``) to next-token
+    logits ``[B, T, num_classes]``; ``num_classes`` is the vocabulary size; ``factorized`` makes every
+    projection ``U Vᵀ`` (Maestro)."""
     if dim % heads:
         raise ValueError(f"dim={dim} must be a multiple of heads={heads}")
     build = lambda low: CharTransformer(num_classes, dim, heads, layers, max_length, low)
     dense = from_flax("transformer", build(False))
-    return factorized_model(dense, from_flax("transformer", build(True))) if factorized else dense
+    model = factorized_model(dense, from_flax("transformer", build(True))) if factorized else dense
+    return model._replace(sequence_targets=True)
