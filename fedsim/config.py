@@ -17,9 +17,10 @@ from pathlib import Path
 from ml_collections import ConfigDict, config_dict
 
 from fedsim import algorithms
-from fedsim.algorithms.spec import AlgorithmSpec
+from fedsim.algorithms.spec import LR_SCHEDULES, AlgorithmSpec
 from fedsim.engine.faults import ATTACKS
 from fedsim.errors import ConfigError, check_choices
+from fedsim.models.initial import ALLOCATIONS
 
 
 def base_config() -> ConfigDict:
@@ -55,6 +56,8 @@ def base_config() -> ConfigDict:
     c.client_lr = 0.01  # client learning rate (traceable in a vmapped sweep)
     c.client_optimizer = "sgd"  # optax name of the client optimiser
     c.client_momentum = 0.0  # passed to the client optimiser as ``momentum`` when > 0
+    c.client_lr_schedule = "constant"  # or 'step': x0.1 at 50 % and 75 % of the run's local steps
+    c.keep_client_optimizer_state = False  # a client's optimiser state persists across rounds
     # shared by personalised methods (clients that validate, prune or fine-tune locally)
     c.val_fraction = 0.0  # share of each client's training data held out for local validation
     c.finetune_epochs = 1  # local epochs of a personal evaluation's task (fedavg_ft fine-tunes)
@@ -63,9 +66,13 @@ def base_config() -> ConfigDict:
     )
     c.init_from = ""  # start from a finished run's model.msgpack (SVD-factorised if factorized)
     c.init_params_budget = 0  # truncated SVD of init_from to this many deployed params (0 = full)
+    c.init_macs_budget = 0  # truncated SVD of init_from to this many MACs per example (0 = full)
     c.init_rank_allocation = (
-        "energy"  # its ranks: 'energy' (s^2 per parameter) or 'uniform' fraction
+        "energy"  # its ranks: 'energy' (s^2 per param), 'macs' (s^2 per MAC; the
     )
+    # init_macs_budget), 'uniform' (the same fraction of every layer: a strawman)
+    c.init_ranks = ()  # fixed start ranks of the factorised layers (layer order; () = full/budget)
+    c.init_ranks_from = ""  # a finished factorised run whose final ranks are init_ranks
     # client sampling (fedsim.engine.round) and user-level DP (fedsim.privacy; dp_clip=0: no DP)
     c.client_sampling = "fixed"  # 'fixed': K clients a round; 'poisson': each with q = K / N
     c.dp_clip = 0.0  # clip norm C of every client's update
@@ -260,6 +267,7 @@ NON_NEGATIVE = (
     "finetune_epochs",
     "train_examples",
     "init_params_budget",
+    "init_macs_budget",
     "latency_sigma",
     "latency_jitter",
 )
@@ -286,8 +294,32 @@ def validate(config, *, registries: dict[str, tuple[str, ...]]) -> None:
             )
     _check_numbers(config)
     _check_clients(config)
-    check_choices(config, {"init_rank_allocation": ("energy", "uniform"), "attack": ATTACKS})
+    check_choices(
+        config,
+        {
+            "init_rank_allocation": ALLOCATIONS,
+            "attack": ATTACKS,
+            "client_lr_schedule": LR_SCHEDULES,
+        },
+    )
+    _check_truncation(config)
     check_algorithm(config, algorithms.get_spec(config.algorithm))
+
+
+def _check_truncation(config) -> None:
+    """Each rank allocation reads one budget; fixed ranks take none; budgets cut init_from's SVD."""
+    budget = "init_macs_budget" if config.init_rank_allocation == "macs" else "init_params_budget"
+    other = ({"init_params_budget", "init_macs_budget"} - {budget}).pop()
+    if config[other]:
+        raise ConfigError(
+            f"{other}={config[other]} with init_rank_allocation="
+            f"{config.init_rank_allocation!r}, which cuts to {budget}"
+        )
+    if config[budget] and not config.init_from:
+        raise ConfigError(f"{budget}={config[budget]} needs init_from (it truncates its SVD)")
+    fixed = [k for k in ("init_ranks", "init_ranks_from") if config[k]]
+    if fixed and (len(fixed) > 1 or config[budget]):
+        raise ConfigError(f"{fixed[0]} fixes the ranks: drop {(fixed + [budget])[1]}")
 
 
 def _check_numbers(config) -> None:
@@ -353,6 +385,18 @@ def check_algorithm(config, spec: AlgorithmSpec) -> None:
         raise ConfigError(
             f"model_kwargs.factorized={factorized} with algorithm={config.algorithm!r}: "
             f"it trains {'factorised (factorized=True)' if spec.factorized else 'dense'} models"
+        )
+    if config.keep_client_optimizer_state and not spec.keeps_optimizer_state:
+        raise ConfigError(
+            f"keep_client_optimizer_state=True with algorithm={config.algorithm!r}: its clients "
+            "cannot keep an optimiser state (fedavg and maestro can)"
+        )
+    if config.client_lr_schedule == "step" and not (
+        config.keep_client_optimizer_state and clients_per_round(config) == config.num_clients
+    ):
+        raise ConfigError(
+            "client_lr_schedule='step' counts a client's own steps: it needs "
+            "keep_client_optimizer_state=True and every client in every round"
         )
     if spec.needs_validation and not config.val_fraction:
         raise ConfigError(

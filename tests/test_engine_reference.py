@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from fedsim.algorithms import fedavg, fedopt, fedprox, scaffold
+from fedsim.algorithms.spec import lr_schedule
 from fedsim.data.batching import client_batches
 from fedsim.engine.round import build_round_fn
 
@@ -198,3 +199,37 @@ def test_fedavgm_without_momentum_is_fedavg(toy):
     plain, _ = run_engine(fedavg.fedavg(model, optax.sgd(LR)), fed, mv, 3, 3)
     avgm, _ = run_engine(fedopt.fedavgm(model, optax.sgd(LR), 1.0, momentum=0.0), fed, mv, 3, 3)
     assert_close(avgm.model.params, to_np(plain.model.params))
+
+
+def test_fedavg_keeping_client_optimizer_state_equals_reference(toy):
+    """Each client's momentum and learning-rate schedule step carry on across rounds (its client
+    state), with coupled weight decay: a hand-written heavy-ball loop that never restarts them."""
+    fed, model, mv = toy
+    beta, decay, total = 0.9, 0.01, 8  # client 0 takes 4 steps a round: both lr drops in round 2
+    optimizer = optax.sgd(lr_schedule("step", LR, total), momentum=beta)
+    algorithm = fedavg.fedavg(model, optimizer, weight_decay=decay, keep_optimizer_state=True)
+    server, _ = run_engine(algorithm, fed, mv, 3, 2)
+    w = to_np(mv.params)
+    traces, steps = [jax.tree.map(np.zeros_like, w)] * NUM_CLIENTS, [0] * NUM_CLIENTS
+    for r in range(ROUNDS):
+        deltas = []
+        for c in range(NUM_CLIENTS):
+            p = w
+            for batch in client_schedule(fed, r, c, 3)[1]:
+                g = jax.tree.map(lambda a, b: a + decay * b, grad_at(model, fed, p, batch), p)
+                traces[c] = jax.tree.map(lambda t, gi: gi + beta * t, traces[c], g)
+                lr = LR * 0.1 ** ((steps[c] >= total // 2) + (steps[c] >= 3 * total // 4))
+                p = jax.tree.map(lambda a, t, lr=lr: a - lr * t, p, traces[c])
+                steps[c] += 1
+            deltas.append(jax.tree.map(lambda a, b, n=float(SIZES[c]): n * (a - b), p, w))
+        w = jax.tree.map(lambda wi, *d: wi + sum(d) / float(SIZES.sum()), w, *deltas)
+    assert steps == [8, 12, 12]
+    assert_close(server.model.params, w)
+
+
+def test_step_schedule_drops_at_half_and_three_quarters():
+    schedule = lr_schedule("step", 1.0, 8)
+    np.testing.assert_allclose(
+        [schedule(t) for t in range(8)], [1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01], rtol=1e-6
+    )
+    assert lr_schedule("constant", 0.3, 8) == 0.3

@@ -76,11 +76,11 @@ def test_compaction_slices_or_merges_and_counts():
     np.testing.assert_allclose(compact["a"]["kernel"], np.full((10, 3), 3.0))
 
 
-def _hgl_by_loop(params, caps):
+def _hgl_by_loop(params):
     total = 0.0
-    for (_, u, v), cap in zip(params, caps, strict=True):
+    for _, u, v in params:
         for b in range(u.shape[1]):
-            slots = [k for k in range(b, u.shape[1]) if k < cap]
+            slots = range(b, u.shape[1])
             a = sum(np.sum(u[:, k] ** 2) for k in slots)
             c = sum(np.sum(v[..., k] ** 2) for k in slots)
             total += np.sqrt(a) + np.sqrt(c)
@@ -93,9 +93,8 @@ def test_group_lasso_value_and_finite_gradient_at_zero():
     u[:, 2] = 0
     v[..., 2] = 0  # a dead slot: the penalty's gradient must stay finite there
     params = {"conv": {"u": jnp.asarray(u), "v": jnp.asarray(v), "bias": jnp.zeros(4)}}
-    for caps in (None, jnp.array([2])):
-        expected = _hgl_by_loop([("conv", u, v)], [3 if caps is None else 2])
-        np.testing.assert_allclose(lowrank.group_lasso(params, caps), expected, rtol=1e-5)
+    expected = _hgl_by_loop([("conv", u, v)])
+    np.testing.assert_allclose(lowrank.group_lasso(params), expected, rtol=1e-5)
     grads = jax.grad(lowrank.group_lasso)(params)
     assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
     zero = jax.tree.map(jnp.zeros_like, params)
@@ -107,8 +106,26 @@ def test_importance_is_non_increasing_and_shrinking_cuts_the_tail():
     params = {"d": {"u": u, "v": u, "bias": jnp.zeros(4)}}
     (s,) = lowrank.importance(params)
     assert np.all(np.diff(np.asarray(s)) <= 0)
-    assert lowrank.shrunk_ranks(params, 1e-3).tolist() == [2]
-    assert lowrank.shrunk_ranks(params, 1e-9).tolist() == [3]
+    assert lowrank.shrunk_ranks(params, 1e-3, "absolute").tolist() == [2]
+    assert lowrank.shrunk_ranks(params, 1e-9, "absolute").tolist() == [3]
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1e-2, 1.0, 1e2, 1e4])
+def test_relative_cut_finds_the_dead_tail_at_any_scale(scale):
+    """Two layers at very different scales whose tails (3 and 5 slots) sit 1e-4 below their heads:
+    the relative cut finds exactly those tails whatever the scale; the absolute one cannot."""
+    head = lambda n: np.linspace(2.0, 1.0, n)
+    tail = lambda n: 1e-4 * np.linspace(1.0, 0.5, n)
+    a = np.concatenate([head(5), tail(3)]) * scale
+    b = np.concatenate([head(3), tail(5)]) * scale * 1e-4
+    params = {"a": _factors(a, 20, 8, 4), "b": _factors(b, 8, 12, 5)}
+    assert lowrank.shrunk_ranks(params, 1e-3, "relative").tolist() == [5, 3]
+    assert lowrank.shrunk_ranks(params, 1e-5, "absolute").tolist() != [5, 3]
+
+
+def test_relative_cut_removes_an_all_zero_layer():
+    zero = {"u": jnp.zeros((4, 3)), "v": jnp.zeros((5, 3))}
+    assert lowrank.shrunk_ranks({"z": zero}, 1e-3, "relative").tolist() == [0]
 
 
 def test_sampler_truncates_one_layer_with_probability_proportional_to_rank():
@@ -152,11 +169,11 @@ def _forward(params, ranks, x):
     return h
 
 
-def _hgl(params, caps):
+def _hgl(params):
     total = 0.0
-    for i, name in enumerate(("Dense_0", "Dense_1")):
-        u, v = params[name]["u"][:, : caps[i]], params[name]["v"][:, : caps[i]]
-        for b in range(caps[i]):
+    for name in ("Dense_0", "Dense_1"):
+        u, v = params[name]["u"], params[name]["v"]
+        for b in range(u.shape[1]):
             total += jnp.sqrt(jnp.sum(u[:, b:] ** 2)) + jnp.sqrt(jnp.sum(v[:, b:] ** 2))
     return total
 
@@ -178,7 +195,7 @@ def _reference_client(fed, params, caps, client, round_key):
         def loss(p, batch=batch, ranks=ranks):
             logits = _forward(p, ranks, fed.x[batch])
             ce = -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(len(batch)), fed.y[batch]])
-            return ce + LAMBDA * _hgl(p, caps)
+            return ce + LAMBDA * _hgl(p)
 
         grads = jax.grad(loss)(params)
         new = {}
@@ -241,8 +258,8 @@ def test_maestro_round_equals_per_client_loop(toy, clients_per_round, chunk_size
     model = get_model("mlp", 4, hidden=(5,), factorized=True)
     mv = model.init(jax.random.PRNGKey(1), fed.x[:1])
     algorithm = maestro(
-        model, __import__("optax").sgd(LR), lambda_gl=LAMBDA, epsilon=EPS, weight_decay=DECAY,
-        tiers=TIERS, shrink_every=1,
+        model, __import__("optax").sgd(LR), lambda_gl=LAMBDA, epsilon=EPS, cut="absolute",
+        weight_decay=DECAY, tiers=TIERS, shrink_every=1,
     )  # fmt: skip
     round_fn = jax.jit(
         build_round_fn(
@@ -362,3 +379,64 @@ def test_energy_allocation_spends_what_a_cheap_layer_fits():
     params = {"big": _factors(np.ones(40), 40, 40, 2), "small": _factors(np.ones(4), 4, 4, 3)}
     ranks = lowrank.ranks_by_energy(params, 80 + 8 * 4)  # one big slot; every small one fits
     assert ranks.tolist() == [1, 4]
+
+
+def test_mac_allocation_finds_the_best_truncation_under_a_mac_budget():
+    """A conv-like layer applied at 16 positions and a Dense one at 1, with the same singular values:
+    the least squared error within a MAC budget (brute force) keeps the cheap-per-MAC layer's slots;
+    the energy-per-parameter allocation, blind to positions, spends the budget on the wrong layer."""
+    sigma = np.linspace(4, 1, 12)
+    params = {"conv": _factors(sigma, 40, 12, 6), "dense": _factors(sigma, 40, 12, 7)}
+    positions, other = np.array([16, 1]), 100  # ``other``: MACs of a layer that is not factorised
+    macs_at = lambda r: other + int(lowrank.factorised_macs(params, r, positions))
+    np.testing.assert_array_equal(lowrank.layer_positions(params, macs_at), positions)
+    budget = other + 3 * 16 * 52 + 6 * 52
+    error = lambda r: (sigma[r[0] :] ** 2).sum() + (sigma[r[1] :] ** 2).sum()
+    pairs = [
+        (a, b) for a in range(1, 13) for b in range(1, 13) if macs_at(np.array([a, b])) <= budget
+    ]
+    best = min(pairs, key=error)
+    assert best == (2, 12)  # the Dense layer stored dense at 12 of its 12 slots
+    assert tuple(lowrank.ranks_by_macs(params, budget, macs_at).tolist()) == best
+    same_params = int(lowrank.deployed_params(params, jnp.asarray(best)))
+    by_params = lowrank.ranks_by_energy(params, same_params)
+    assert macs_at(by_params) > budget
+
+
+def test_svd_by_macs_and_fixed_rank_runs(tmp_path):
+    dense, maestro_dir = tmp_path / "dense", tmp_path / "maestro"
+    assert main(["run", f"--config={MAESTRO}:smoke,method=dense", f"--workdir={dense}"]) == 0
+    arg = "smoke,maestro.lambda_gl=0.05,maestro.epsilon_ps=0.05,rounds=3"
+    assert main(["run", f"--config={MAESTRO}:{arg}", f"--workdir={maestro_dir}"]) == 0
+    found = _last_metrics(maestro_dir)
+
+    budget = found["macs_p100"]  # SVD of the dense model at the MACs Maestro reached
+    arg = f"smoke,method=svd,init_from={dense},init_rank_allocation=macs,init_macs_budget={budget}"
+    assert main(["run", f"--config={MAESTRO}:{arg}", f"--workdir={tmp_path / 'svd'}"]) == 0
+    assert _last_metrics(tmp_path / "svd")["macs_p100"] <= budget
+
+    fixed = tmp_path / "fixed"
+    arg = f"smoke,method=fixed_rank,init_ranks_from={maestro_dir},rounds=3"
+    assert main(["run", f"--config={MAESTRO}:{arg}", f"--workdir={fixed}"]) == 0
+    last = _last_metrics(fixed)
+    assert (last["params"], last["macs_p100"]) == (found["params"], found["macs_p100"])
+
+
+@pytest.mark.parametrize(
+    "arg, named",
+    [
+        ("smoke,method=fixed_rank", "init_ranks or init_ranks_from"),
+        ("smoke,method=fixed_rank,init_ranks=(1,2)", "init_ranks=(1, 2)"),
+        ("smoke,init_macs_budget=5", "init_macs_budget=5"),
+        ("smoke,init_rank_allocation=macs,init_params_budget=5", "init_params_budget=5"),
+        ("smoke,init_params_budget=5", "needs init_from"),
+        ("smoke,maestro.cut=tail", "maestro.cut='tail'"),
+        ("smoke,keep_client_optimizer_state=False", "client_lr_schedule='step'"),
+        ("smoke,mode=federated,client_lr_schedule=step", "every client in every round"),
+        ("smoke,method=dense,algorithm=fedprox", "algorithm='fedprox': its clients cannot"),
+    ],
+)
+def test_bad_truncation_or_budget_exits_2(arg, named, tmp_path, capsys):
+    assert main(["run", f"--config={MAESTRO}:{arg}", f"--workdir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and named in err, err

@@ -45,6 +45,8 @@ def fedavg(
     client_optimizer: optax.GradientTransformation,
     server_optimizer: optax.GradientTransformation | None = None,
     proximal_mu: float | None = None,
+    weight_decay: float = 0.0,
+    keep_optimizer_state: bool = False,
     name: str = "fedavg",
 ) -> FederatedAlgorithm:
     """Federated averaging weighted by client examples.
@@ -53,7 +55,9 @@ def fedavg(
     ``n_k`` and applies ``server_optimizer`` (default ``optax.sgd(1.0)``: plain averaging) to
     ``-mean(delta)``. Non-trainable model state (BatchNorm statistics) is averaged the same way.
     A ``proximal_mu`` (a float or a traced array; 0 is a no-op) adds FedProx's ``mu (w - w_server)``
-    to every local gradient.
+    to every local gradient, a ``weight_decay`` the coupled decay ``weight_decay w``.
+    ``keep_optimizer_state`` makes each client's optimiser state (momentum, schedule step) its
+    persistent client state, so a client trains on across rounds as in one central run.
 
     >>> import optax
     >>> from fedsim.models import get_model
@@ -67,20 +71,26 @@ def fedavg(
         return ServerState(model_vars, server_optimizer.init(model_vars.params))
 
     def client_init(model_vars):
-        return ()
+        return client_optimizer.init(model_vars.params) if keep_optimizer_state else ()
 
     def client_update(server_state, client_state, task, dataset):
         received = server_state.model
         adjust = None
-        if proximal_mu is not None:
+        if proximal_mu is not None or weight_decay:
 
             def adjust(params, grads):
-                return jax.tree.map(
-                    lambda g, p, w: g + proximal_mu * (p - w), grads, params, received.params
-                )
+                if proximal_mu is not None:
+                    grads = jax.tree.map(
+                        lambda g, p, w: g + proximal_mu * (p - w), grads, params, received.params
+                    )
+                return jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
 
-        result = local_train(model, client_optimizer, received, task, dataset, adjust)
-        return client_message(result, received, task, client_state)
+        kept = client_state if keep_optimizer_state else None
+        result = local_train(
+            model, client_optimizer, received, task, dataset, adjust, opt_state=kept
+        )
+        new_state = result.opt_state if keep_optimizer_state else client_state
+        return client_message(result, received, task, new_state)
 
     def server_update(server_state, total):
         delta, state = mean_of(total)
@@ -95,8 +105,15 @@ def fedavg(
 
 SPEC = AlgorithmSpec(
     "fedavg",
-    lambda hp, setup: fedavg(setup.model, setup.optimizer, server_optimizer(hp)),
-    hparams=SERVER_SGD,
+    lambda hp, setup: fedavg(
+        setup.model,
+        setup.optimizer,
+        server_optimizer(hp),
+        weight_decay=hp["weight_decay"],
+        keep_optimizer_state=setup.keep_optimizer_state,
+    ),  # fmt: skip
+    hparams={**SERVER_SGD, "weight_decay": 0.0},  # coupled weight decay on the client's gradient
     traceable=("server_lr",),
-    check=lambda hp: check_ranges(hp, "fedavg", server_lr=">0"),
+    check=lambda hp: check_ranges(hp, "fedavg", server_lr=">0", weight_decay=">=0"),
+    keeps_optimizer_state=True,
 )

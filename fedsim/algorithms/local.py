@@ -1,7 +1,9 @@
 """Local training shared by the FedAvg family: E epochs of minibatch steps with an optax optimiser.
 
 Padded steps (no real example) leave parameters, model state and optimiser state unchanged; a partial
-batch averages the loss over its real examples only. The optimiser state restarts every round.
+batch averages the loss over its real examples only. The optimiser state restarts every round unless
+the caller passes the one it kept (``keep_client_optimizer_state``: momentum and the learning-rate
+schedule's step carry on across rounds, as in one central training run).
 """
 
 from collections.abc import Callable
@@ -19,6 +21,7 @@ class LocalResult(NamedTuple):
     model: ModelVars
     loss: jax.Array  # mean over real steps
     num_steps: jax.Array  # int32, real steps taken
+    opt_state: optax.OptState = ()  # the optimiser state after the last real step
 
 
 def per_example(values, mask):
@@ -49,12 +52,14 @@ def local_train(
     dataset: Dataset,
     adjust_grads: Callable | None = None,
     loss_fn: Callable | None = None,
+    opt_state: optax.OptState | None = None,
 ) -> LocalResult:
     """Runs the client's local steps from ``start``.
 
     ``adjust_grads(params, grads) -> grads`` changes the gradient before the optimiser (FedProx's
     proximal term, SCAFFOLD's control-variate correction). ``loss_fn(params, state, x, y, mask, key)
     -> (loss, new_state)`` replaces the masked cross-entropy (Maestro's sampled ranks and group lasso).
+    ``opt_state`` continues an earlier optimiser state instead of ``optimizer.init``.
     """
 
     def cross_entropy(params, state, x, y, mask, key):
@@ -87,8 +92,9 @@ def local_train(
 
     num_padded_steps = task.batch_indices.shape[0]
     keys = jax.random.split(task.key, num_padded_steps)
-    init = ((start.params, start.state, optimizer.init(start.params)), jnp.zeros(()), jnp.int32(0))
-    ((params, state, _), loss_sum, steps), _ = jax.lax.scan(
+    opt_state = optimizer.init(start.params) if opt_state is None else opt_state
+    init = ((start.params, start.state, opt_state), jnp.zeros(()), jnp.int32(0))
+    ((params, state, opt_state), loss_sum, steps), _ = jax.lax.scan(
         step, init, (task.batch_indices, task.batch_mask, keys)
     )
-    return LocalResult(ModelVars(params, state), loss_sum / jnp.maximum(steps, 1), steps)
+    return LocalResult(ModelVars(params, state), loss_sum / jnp.maximum(steps, 1), steps, opt_state)

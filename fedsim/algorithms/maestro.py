@@ -7,10 +7,11 @@ The model's Conv/Dense layers are factorised ``U Vᵀ`` (``model_kwargs.factoriz
 server state (``state['ranks']``). Client ``k`` has capacity ``p = tiers[k % len(tiers)]`` and trains
 the rank prefixes ``cap_l = ceil(p r_l)`` of every layer: each local step truncates one layer ``l``
 (``P(l) ∝ cap_l``) to ``b ~ U{1..cap_l}`` (ordered dropout), adds ``lambda_gl`` times the hierarchical
-group lasso over its own slots, applies coupled weight decay, and never moves a slot ``>= cap``. The
+group lasso over all ``R`` slots (official code), applies coupled weight decay, and never moves a slot ``>= cap``. The
 server averages every slot over the clients that trained it, weighted by examples (shell-wise,
 FjORD's nested aggregation; slots nobody trained keep their value), and every ``shrink_every`` rounds
-cuts each layer to ``#{b : s_b >= epsilon}``. Centrally: one client holding all the data, one tier,
+cuts each layer's dead tail (importance ``s_b`` below ``epsilon`` times the layer's largest, or
+below ``epsilon``: ``cut``). Centrally: one client holding all the data, one tier,
 a round per epoch, shrinking every round — Maestro's per-epoch schedule.
 """
 
@@ -24,7 +25,7 @@ import optax
 from fedsim.algorithms import masked, norm_stats
 from fedsim.algorithms.base import ClientResult, FederatedAlgorithm, Personal, Submodel, Update
 from fedsim.algorithms.local import local_train, masked_cross_entropy
-from fedsim.algorithms.spec import AlgorithmSpec, ClientSetup, check_ranges
+from fedsim.algorithms.spec import AlgorithmSpec, ClientSetup, check_choice, check_ranges
 from fedsim.compress import lowrank, masks
 from fedsim.errors import ConfigError
 from fedsim.models.base import Model, ModelVars
@@ -41,19 +42,22 @@ class Settings(NamedTuple):
 
     lambda_gl: float
     epsilon: float
+    cut: str
     weight_decay: float
     tiers: tuple[float, ...]
     shrink_every: int
     ordered_dropout: bool
     recalibrate_bn: bool
+    keep_optimizer_state: bool
 
 
 def server_init(model_vars) -> ServerState:
     return ServerState(model_vars, jnp.int32(0))
 
 
-def client_init(model_vars):
-    return ()
+def client_init(optimizer, settings: Settings, model_vars):
+    """A client's persistent state: its optimiser state when it keeps one, else nothing."""
+    return optimizer.init(model_vars.params) if settings.keep_optimizer_state else ()
 
 
 def caps_of(server_state, fraction):
@@ -78,7 +82,8 @@ def at_ranks(model_vars: ModelVars, ranks) -> ModelVars:
 
 def local_loss(model: Model, caps, settings: Settings):
     """The local objective: cross-entropy at sampled ranks ``b <= cap`` (ordered dropout) plus
-    ``lambda_gl`` times the group lasso over the client's own slots."""
+    ``lambda_gl`` times the group lasso over all ``R`` slots (official code). Slots ``>= cap`` are
+    frozen, so they enter as constants (a client needs only their norms, two floats a slot)."""
 
     def loss_fn(params, state, x, y, mask, key):
         ranks = caps
@@ -88,7 +93,7 @@ def local_loss(model: Model, caps, settings: Settings):
             at_ranks(ModelVars(params, state), ranks), x, True, key, mask
         )
         loss = masked_cross_entropy(logits, y, mask)
-        loss += settings.lambda_gl * lowrank.group_lasso(params, caps)
+        loss += settings.lambda_gl * lowrank.group_lasso(params)
         return loss, lowrank.with_rank_vector(new_state, caps)
 
     return loss_fn
@@ -107,7 +112,8 @@ def client_update(
         return masks.apply_mask(grads, own_slots)
 
     loss_fn = local_loss(model, caps, settings)
-    result = local_train(model, optimizer, start, task, dataset, decay_own_slots, loss_fn)
+    kept = client_state if settings.keep_optimizer_state else None
+    result = local_train(model, optimizer, start, task, dataset, decay_own_slots, loss_fn, kept)
     trained = result.model
     if settings.recalibrate_bn:
         trained = norm_stats.reestimate(model, trained, task, dataset)
@@ -118,16 +124,16 @@ def client_update(
         contribution=masked.masked_model_contribution(
             shared, server_state.model.params, own_slots, weight
         ),
-        client_state=(),
+        client_state=result.opt_state if settings.keep_optimizer_state else (),
         loss=result.loss,
         up_bytes=traffic,
         down_bytes=traffic,
     )
 
 
-def server_update(server_state, total: Update, *, epsilon: float, shrink_every: int):
+def server_update(server_state, total: Update, *, epsilon: float, cut: str, shrink_every: int):
     """Slot-wise mean over the clients that trained each slot; every ``shrink_every`` rounds each
-    layer's rank is cut to its slots of importance ``>= epsilon``."""
+    layer's rank is cut to its live slots (``lowrank.shrunk_ranks`` with ``epsilon`` and ``cut``)."""
     current = server_state.model
     average = masked.masked_server_model(
         total, ModelVars(current.params, lowrank.without_ranks(current.state))
@@ -135,7 +141,7 @@ def server_update(server_state, total: Update, *, epsilon: float, shrink_every: 
     rounds = server_state.round + 1
     ranks = lowrank.rank_vector(current.state)
     if shrink_every:
-        shrunk = jnp.minimum(ranks, lowrank.shrunk_ranks(average.params, epsilon))
+        shrunk = jnp.minimum(ranks, lowrank.shrunk_ranks(average.params, epsilon, cut))
         ranks = jnp.where(rounds % shrink_every == 0, shrunk, ranks)
     state = lowrank.with_rank_vector({**average.state, RANKS: current.state[RANKS]}, ranks)
     return ServerState(ModelVars(average.params, state), rounds)
@@ -167,20 +173,26 @@ def maestro(
     client_optimizer: optax.GradientTransformation,
     *,
     lambda_gl: float = 1e-6,
-    epsilon: float = 1e-5,
+    epsilon: float = 1e-3,
+    cut: str = "relative",
     weight_decay: float = 1e-4,
     tiers: tuple[float, ...] = (1.0,),
     shrink_every: int = 1,
     ordered_dropout: bool = True,
     recalibrate_bn: bool = True,
+    keep_optimizer_state: bool = False,
     name: str = "maestro",
 ) -> FederatedAlgorithm:
-    """Maestro with the official code's defaults (``lambda_gl`` 1e-6, ``epsilon`` 1e-5, decay 1e-4).
+    """Maestro with the official code's ``lambda_gl`` 1e-6 and decay 1e-4. Shrinking cuts the slots
+    below ``epsilon`` times the layer's largest importance (``cut='relative'``, which shrinks at any
+    ``lambda_gl``), or below ``epsilon`` (``cut='absolute'``: the official rule at ``epsilon`` 1e-5).
 
     ``shrink_every=0`` never cuts ranks and ``ordered_dropout=False`` always trains every kept slot
     (with ``lambda_gl=0`` that fine-tunes fixed-rank factors: the truncated-SVD baseline).
     ``recalibrate_bn`` re-estimates the BatchNorm statistics of the trained model on the client's
-    examples (``norm_stats.reestimate``; config key ``reestimate_bn``).
+    examples (``norm_stats.reestimate``; config key ``reestimate_bn``). ``keep_optimizer_state``
+    carries each client's optimiser state across rounds (its client state; centrally: one optimiser
+    for the whole run, as in the official code).
 
     >>> import optax
     >>> from fedsim.models import get_model
@@ -190,14 +202,15 @@ def maestro(
     """
     tiers = tuple(tiers)
     settings = Settings(
-        lambda_gl, epsilon, weight_decay, tiers, shrink_every, ordered_dropout, recalibrate_bn
-    )
+        lambda_gl, epsilon, cut, weight_decay, tiers, shrink_every, ordered_dropout,
+        recalibrate_bn, keep_optimizer_state,
+    )  # fmt: skip
     return FederatedAlgorithm(
         name,
         server_init,
-        client_init,
+        functools.partial(client_init, client_optimizer, settings),
         functools.partial(client_update, model, client_optimizer, settings),
-        functools.partial(server_update, epsilon=epsilon, shrink_every=shrink_every),
+        functools.partial(server_update, epsilon=epsilon, cut=cut, shrink_every=shrink_every),
         functools.partial(personalize, tiers),
         functools.partial(submodels, model, tiers),
     )
@@ -209,11 +222,13 @@ def _build(hp: dict, setup: ClientSetup) -> FederatedAlgorithm:
         setup.optimizer,
         lambda_gl=hp["lambda_gl"],
         epsilon=hp["epsilon_ps"],
+        cut=hp["cut"],
         weight_decay=hp["weight_decay"],
         tiers=tuple(hp["rank_tiers"]),
         shrink_every=hp["shrink_every"],
         ordered_dropout=hp["ordered_dropout"],
         recalibrate_bn=setup.reestimate_bn,
+        keep_optimizer_state=setup.keep_optimizer_state,
     )
 
 
@@ -221,6 +236,7 @@ def _check(hp: dict) -> None:
     check_ranges(
         hp, "maestro", lambda_gl=">=0", epsilon_ps=">=0", weight_decay=">=0", shrink_every=">=0"
     )
+    check_choice(hp, "maestro", "cut", lowrank.CUTS)
     if not hp["rank_tiers"] or not all(0 < p <= 1 for p in hp["rank_tiers"]):
         raise ConfigError(
             f"maestro.rank_tiers={tuple(hp['rank_tiers'])}: give one or more fractions in (0, 1]"
@@ -232,7 +248,11 @@ SPEC = AlgorithmSpec(
     _build,
     hparams={
         "lambda_gl": 1e-6,  # hierarchical group lasso strength
-        "epsilon_ps": 1e-5,  # progressive shrinking: slots with importance below this are cut
+        # progressive shrinking (Maestro): a layer's tail of slots b with importance
+        # s_b = ||u_b:|| ||v_b:|| below epsilon_ps x s_1 (its largest importance) is cut ('relative',
+        # at any scale and lambda), or below epsilon_ps itself ('absolute': the official rule, 1e-5)
+        "cut": "relative",
+        "epsilon_ps": 1e-3,
         "weight_decay": 1e-4,  # coupled weight decay on the client's own slots
         "shrink_every": 1,  # rounds between shrinking steps (0 = never)
         "ordered_dropout": True,  # per-layer rank sampling; False trains every kept slot
@@ -241,4 +261,5 @@ SPEC = AlgorithmSpec(
     traceable=("lambda_gl", "weight_decay"),
     check=_check,
     factorized=True,
+    keeps_optimizer_state=True,
 )

@@ -29,6 +29,7 @@ class ClientSetup(NamedTuple):
     local_epochs: int
     momentum: float = 0.0  # the optimiser's ``momentum`` argument (0: none)
     reestimate_bn: bool = True  # re-measure kept/deployed BatchNorm statistics (``norm_stats``)
+    keep_optimizer_state: bool = False  # keep_client_optimizer_state (specs that allow it)
 
 
 class AlgorithmSpec(NamedTuple):
@@ -41,6 +42,8 @@ class AlgorithmSpec(NamedTuple):
     check(hparams) -> None: raises ``ConfigError`` with one line on a bad value (before any work).
     factorized: trains factorised (``U Vᵀ``) models, i.e. needs ``model_kwargs.factorized=True``.
     needs_validation: reads each client's held-out validation split (``val_fraction > 0``).
+    keeps_optimizer_state: its clients can keep their optimiser state across rounds
+    (``keep_client_optimizer_state``, ``ClientSetup.keep_optimizer_state``).
     """
 
     name: str
@@ -50,6 +53,19 @@ class AlgorithmSpec(NamedTuple):
     check: Callable[[dict], None] | None = None
     factorized: bool = False
     needs_validation: bool = False
+    keeps_optimizer_state: bool = False
+
+
+LR_SCHEDULES = ("constant", "step")
+
+
+def lr_schedule(name: str, lr, total_steps: int):
+    """The client learning rate: ``lr`` (``constant``) or, ``step``, an optax schedule of the
+    optimiser's step count: ``lr`` x0.1 from 50 % and again from 75 % of ``total_steps`` (the
+    official Maestro CIFAR schedule, Horváth et al., ICML 2024)."""
+    if name == "constant":
+        return lr
+    return optax.piecewise_constant_schedule(lr, {total_steps // 2: 0.1, 3 * total_steps // 4: 0.1})
 
 
 def client_optimizer(name: str, lr, momentum: float) -> optax.GradientTransformation:

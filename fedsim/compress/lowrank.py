@@ -112,15 +112,12 @@ def safe_sqrt(x):
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
 
 
-def group_lasso(params, caps=None):
+def group_lasso(params):
     """Hierarchical group lasso ``sum_l sum_b sqrt(a_b) + sqrt(c_b)`` with ``a_b``, ``c_b`` the
-    squared norms of ``u``'s and ``v``'s slots ``>= b`` (Maestro's regulariser). All ``R`` slots count, cut ones too;
-    ``caps`` ``[L]`` restricts each layer to its slots ``< cap`` (a federated client's own slots)."""
+    squared norms of ``u``'s and ``v``'s slots ``>= b`` (Maestro's regulariser), over all ``R`` slots
+    of every layer, cut ones too, as in the official code."""
     total = jnp.float32(0)
-    for i, (su, sv) in enumerate(_slot_energy(params)):
-        if caps is not None:
-            own = jnp.arange(su.shape[0]) < caps[i]
-            su, sv = su * own, sv * own
+    for su, sv in _slot_energy(params):
         total += jnp.sum(safe_sqrt(_tail_sums(su)) + safe_sqrt(_tail_sums(sv)))
     return total
 
@@ -133,9 +130,24 @@ def importance(params) -> list[jax.Array]:
     ]
 
 
-def shrunk_ranks(params, epsilon: float) -> jax.Array:
-    """Progressive shrinking: ``r_l = #{b : s_b >= epsilon}`` per layer ``[L]``."""
-    return jnp.stack([jnp.sum(s >= epsilon, dtype=jnp.int32) for s in importance(params)])
+CUTS = ("relative", "absolute")  # progressive shrinking's rules, see ``shrunk_ranks``
+
+
+def _alive(s, epsilon, cut: str) -> jax.Array:
+    if cut == "relative":
+        return (s >= epsilon * s[0]) & (s > 0)
+    return s >= epsilon
+
+
+def shrunk_ranks(params, epsilon, cut: str = "relative") -> jax.Array:
+    """Progressive shrinking: per layer ``r_l`` = the slots still alive ``[L]``. ``cut='relative'``:
+    slot ``b`` is alive while ``s_b >= epsilon s_1`` (and ``s_b > 0``), i.e. the tail holding less
+    than ``epsilon`` of the layer's largest importance ``s_1 = ||U|| ||V||`` is dead, at any scale of
+    the layer; ``'absolute'``: ``s_b >= epsilon`` (the official code's rule, ``epsilon_ps`` 1e-5),
+    which depends on how small the optimiser lets a dead slot get."""
+    return jnp.stack(
+        [jnp.sum(_alive(s, epsilon, cut), dtype=jnp.int32) for s in importance(params)]
+    )
 
 
 def sample_ranks(key, keep) -> jax.Array:
@@ -253,24 +265,62 @@ def slot_energies(params) -> list[np.ndarray]:
     return out
 
 
+def _greedy_ranks(params, cost_per_slot, fits) -> jax.Array:
+    """Every layer keeps one slot, then slots are added across layers in order of singular-value
+    energy per unit of cost (``s^2 / cost_per_slot[l]``) while ``fits(ranks)``."""
+    order = sorted(
+        ((e / cost, layer, i) for layer, (es, cost) in enumerate(zip(slot_energies(params), cost_per_slot, strict=True))
+         for i, e in enumerate(es) if i > 0),
+        reverse=True,
+    )  # fmt: skip
+    ranks = np.ones(len(cost_per_slot), np.int32)
+    for _, layer, _ in order:
+        trial = ranks.copy()
+        trial[layer] += 1
+        if fits(trial):  # a slot of a cheaper layer may still fit
+            ranks = trial
+    return jnp.asarray(ranks)
+
+
 def ranks_by_energy(params, budget: int) -> jax.Array:
     """Parameter-aware truncated-SVD ranks: every layer keeps at least one slot, then slots are added
     across layers in order of singular-value energy per parameter it costs (``s^2 / (n + m)``),
     the most that fit ``budget`` deployed parameters. With equal slot costs this is the truncation
     with the least total squared error (Eckart-Young per layer, the largest ``s^2`` overall)."""
-    energies, sizes = slot_energies(params), _layer_sizes(params)
-    order = sorted(
-        ((e / (n + m), layer, i) for layer, (es, (n, m)) in enumerate(zip(energies, sizes, strict=True))
-         for i, e in enumerate(es) if i > 0),
-        reverse=True,
+    costs = [n + m for n, m in _layer_sizes(params)]
+    return _greedy_ranks(params, costs, lambda r: int(deployed_params(params, r)) <= budget)
+
+
+def layer_positions(params, macs_at) -> np.ndarray:
+    """Per factorised layer, the positions ``P_l`` it is applied at (1 for a Dense layer on vectors,
+    ``H' W'`` for a conv): the multiply-accumulates ``macs_at(ranks)`` loses when that layer alone
+    is at rank 0, over its dense ``n m``."""
+    full = full_ranks(params)
+    total = int(macs_at(full))
+    return np.array(
+        [(total - int(macs_at(full.at[i].set(0)))) // (n * m) for i, (n, m) in enumerate(_layer_sizes(params))]
     )  # fmt: skip
-    ranks = np.ones(len(energies), np.int32)
-    for _, layer, _ in order:
-        trial = ranks.copy()
-        trial[layer] += 1
-        if int(deployed_params(params, trial)) <= budget:  # a slot of a cheaper layer may still fit
-            ranks = trial
-    return jnp.asarray(ranks)
+
+
+def factorised_macs(params, ranks, positions) -> jax.Array:
+    """MACs per example of the factorised layers at ``ranks``: ``sum_l P_l min(n m, r_l (n + m))``."""
+    total = jnp.int32(0)
+    for (n, m), r, p in zip(_layer_sizes(params), ranks, positions, strict=True):
+        total += int(p) * jnp.minimum(n * m, r * (n + m))
+    return total
+
+
+def ranks_by_macs(params, budget: int, macs_at) -> jax.Array:
+    """MAC-aware truncated-SVD ranks: as ``ranks_by_energy``, but slots are ordered by energy per
+    multiply-accumulate they cost (``s^2 / (P_l (n + m))``, ``P_l`` from ``layer_positions``) and
+    added while ``macs_at`` (the model's MACs per example, non-factorised layers included) fits
+    ``budget``; a conv over ``H' W'`` positions pays ``H' W'`` times what a Dense slot pays."""
+    positions = layer_positions(params, macs_at)
+    full = full_ranks(params)
+    fixed = int(macs_at(full)) - int(factorised_macs(params, full, positions))
+    costs = [p * (n + m) for p, (n, m) in zip(positions, _layer_sizes(params), strict=True)]
+    fits = lambda r: fixed + int(factorised_macs(params, r, positions)) <= budget
+    return _greedy_ranks(params, costs, fits)
 
 
 def deployed_size(model_vars) -> tuple[jax.Array, jax.Array]:

@@ -16,8 +16,9 @@ import numpy as np
 from fedsim import algorithms, model_file, models, privacy
 from fedsim import config as config_lib
 from fedsim.algorithms import ClientSetup, Dataset, FederatedAlgorithm
-from fedsim.algorithms.spec import client_optimizer
+from fedsim.algorithms.spec import client_optimizer, lr_schedule
 from fedsim.algorithms.task import Federation
+from fedsim.compress import lowrank
 from fedsim.data import partition
 from fedsim.data.assemble import federation_from_config
 from fedsim.data.federated import FederatedData, hold_out_validation
@@ -27,7 +28,7 @@ from fedsim.engine.programs import Programs, RunSettings, build_programs
 from fedsim.engine.round import resolve_chunk_size
 from fedsim.errors import ConfigError
 from fedsim.models.base import Model, ModelVars
-from fedsim.models.initial import check_start_model, initial_variables
+from fedsim.models.initial import Truncation, check_ranks, check_start_model, initial_variables
 
 REGISTRIES = {"partition": (*partition.PARTITIONERS, "natural")}
 
@@ -50,8 +51,7 @@ class Experiment(NamedTuple):
     rounds: int
     eval_every: int
     eval_batch_size: int
-    params_budget: int  # init_params_budget
-    rank_allocation: str  # init_rank_allocation
+    truncation: Truncation  # the factorised start model's ranks (init_* keys)
 
 
 def check_config(config) -> None:
@@ -82,15 +82,32 @@ def build_experiment(config) -> Experiment:
     if start_model is not None:
         describe = f"init_from={config.init_from!r} (model={config.model!r})"
         check_start_model(model, data.x_train[:1], start_model, describe)
+    truncation = _truncation(config, model, data.x_train[:1])
     settings = _settings(config)
     dp = privacy.from_config(config, settings.clients_per_round)
     make_algorithm, values = _algorithm(config, model, dp, data)
     return Experiment(
         config, data, model, make_algorithm, values, settings, dp, start_model, poisoned,
-        config.seed, config.rounds, config.eval_every, config.eval_batch_size,
-        config.init_params_budget,
-        config.init_rank_allocation,
+        config.seed, config.rounds, config.eval_every, config.eval_batch_size, truncation,
     )  # fmt: skip
+
+
+def _truncation(config, model: Model, sample_x) -> Truncation:
+    """The checked ``Truncation`` of the ``init_*`` keys (``init_ranks_from``: a finished run's
+    final kept ranks)."""
+    ranks, key = tuple(config.init_ranks), "init_ranks"
+    if config.init_ranks_from:
+        state = model_file.load_model(config.init_ranks_from).state
+        if lowrank.RANKS not in state:
+            raise ConfigError(
+                f"init_ranks_from={config.init_ranks_from!r} holds a dense model (no kept ranks)"
+            )
+        ranks, key = tuple(int(r) for r in lowrank.rank_vector(state)), "init_ranks_from"
+    if ranks:
+        check_ranks(model, sample_x, ranks, key)
+    return Truncation(
+        config.init_rank_allocation, config.init_params_budget, config.init_macs_budget, ranks
+    )
 
 
 def _model(config, num_classes: int) -> Model:
@@ -162,11 +179,12 @@ def _algorithm(config, model: Model, dp, data: FederatedData) -> tuple[Callable,
     def build(values: dict) -> FederatedAlgorithm:
         own = {key.partition(".")[2]: v for key, v in values.items() if "." in key}
         lr = values["client_lr"]
-        optimizer = client_optimizer(config.client_optimizer, lr, config.client_momentum)
+        scheduled = lr_schedule(config.client_lr_schedule, lr, total_local_steps(config, data))
+        optimizer = client_optimizer(config.client_optimizer, scheduled, config.client_momentum)
         setup = ClientSetup(
             model, config.num_clients, config_lib.clients_per_round(config), optimizer,
             config.client_optimizer, lr, config.local_epochs, config.client_momentum,
-            config.reestimate_bn,
+            config.reestimate_bn, config.keep_client_optimizer_state,
         )  # fmt: skip
         return spec.build({**hparams, **own}, setup)
 
@@ -183,6 +201,13 @@ def _algorithm(config, model: Model, dp, data: FederatedData) -> tuple[Callable,
     return lambda values: privacy.wrap(build(values), dp, config.seed), values
 
 
+def total_local_steps(config, data: FederatedData) -> int:
+    """The local steps of the largest client over the whole run if it trains every round (the
+    horizon of ``client_lr_schedule``; centrally: every step of the run)."""
+    steps_per_epoch = -(-int(np.max(data.num_examples)) // config.batch_size)
+    return config.rounds * config.local_epochs * steps_per_epoch
+
+
 def programs(experiment: Experiment, values: dict | None = None) -> Programs:
     """The experiment's programs with its own ``values``, or with (traced) ``values``."""
     algorithm = experiment.make_algorithm(experiment.values if values is None else values)
@@ -192,9 +217,7 @@ def programs(experiment: Experiment, values: dict | None = None) -> Programs:
 def initial_model(experiment: Experiment) -> ModelVars:
     """The seed's initialisation, or ``init_from``'s model (see ``fedsim.models.initial``)."""
     e = experiment
-    return initial_variables(
-        e.model, e.data.x_train[:1], e.seed, e.start_model, e.params_budget, e.rank_allocation
-    )
+    return initial_variables(e.model, e.data.x_train[:1], e.seed, e.start_model, e.truncation)
 
 
 def init_states(experiment: Experiment, algorithm: FederatedAlgorithm):
