@@ -17,6 +17,7 @@ BUILTIN = {
     "lenet5": "fedsim.models.lenet:make",
     "char_lstm": "fedsim.models.char_lstm:make",
     "bn_cnn": "fedsim.models.bn_cnn:make",
+    "simple_cnn": "fedsim.models.simple_cnn:make",
     "resnet18": "fedsim.models.resnet:make",
     "vgg11": "fedsim.models.vgg:make",
     "transformer": "fedsim.models.transformer:make",
