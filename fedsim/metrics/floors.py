@@ -1,7 +1,7 @@
 """Count-table floors for next-token prediction: the accuracy of predicting the most frequent next
 token given the previous ``k`` tokens (``k = 0, 1, 2``: unigram, bigram, trigram), fitted on the
 training windows and scored on the test windows. A language model below the bigram table has not
-learned the task (``../shared/EXPERIMENTS.md``; the Shakespeare windows of Caldas et al. 2018, LEAF).
+learned the task (the Shakespeare windows of Caldas et al. 2018, LEAF).
 
 Host-side numpy. A window ``x [T]`` with label ``y`` is the sequence ``s = x ++ [y]``; its targets are
 ``s[1:]`` (``fedsim.data.sequence``), the ones a causal model is scored on. A table of order ``k``
