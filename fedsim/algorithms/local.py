@@ -27,7 +27,7 @@ class LocalResult(NamedTuple):
 def per_example(values, mask):
     """``values [B, ...]`` averaged over all but the leading axis, to ``mask``'s shape ``[B]`` (a
     sequence model's per-position values become one value per window)."""
-    return values.reshape(mask.shape + (-1,)).mean(axis=-1)
+    return values.mean(axis=tuple(range(mask.ndim, values.ndim)))
 
 
 def masked_cross_entropy(logits, labels, mask):

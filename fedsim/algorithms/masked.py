@@ -49,7 +49,8 @@ def validation_scores(model: Model, model_vars: ModelVars, task: ClientTask, dat
     size = jnp.maximum(jnp.sum(task.val_mask), 1)
     hits = masked_hits(logits, y, task.val_mask)
     num_classes = logits.shape[-1]
-    frequencies = jax.nn.one_hot(y, num_classes).reshape(len(y), -1, num_classes).mean(axis=1)
+    one_hot = jax.nn.one_hot(y, num_classes)  # [V, C] or, with one label per position, [V, T, C]
+    frequencies = one_hot.mean(axis=tuple(range(1, one_hot.ndim - 1)))
     counts = jnp.sum(frequencies * task.val_mask[:, None], axis=0)
     return hits / size, jnp.max(counts, initial=0.0) / size
 
