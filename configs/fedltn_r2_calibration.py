@@ -28,6 +28,4 @@ def get_config(arg=None):
 
 def get_sweep():
     """Each candidate x local-only and FedBN, seed 0."""
-    return [
-        {"algorithm": a, "seed": 0, **keys} for keys in CANDIDATES.values() for a in FLOORS
-    ]
+    return [{"algorithm": a, "seed": 0, **keys} for keys in CANDIDATES.values() for a in FLOORS]
