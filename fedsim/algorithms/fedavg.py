@@ -83,7 +83,9 @@ def fedavg(
                     grads = jax.tree.map(
                         lambda g, p, w: g + proximal_mu * (p - w), grads, params, received.params
                     )
-                return jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
+                if weight_decay:
+                    grads = jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
+                return grads
 
         kept = client_state if keep_optimizer_state else None
         result = local_train(
