@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from ml_collections import ConfigDict  # noqa: E402
 
 from fedsim import config as config_lib  # noqa: E402
 
@@ -26,21 +27,17 @@ tables = config_lib.config_module(str(ROOT / "results/fedltn_table.py"))
 
 def method_name(name: str, config: dict) -> str:
     """The ``METHODS`` entry whose keys ``config`` carries."""
-
-    def value(key):
-        section, _, leaf = key.rpartition(".")
-        return config[section][leaf] if section else config[key]
-
+    flat = config_lib.flat_items(ConfigDict(config))
     return next(
         label
         for label, keys in compression.METHODS.items()
-        if all(value(k) == v for k, v in keys.items())
+        if all(flat[k] == v for k, v in keys.items())
     )
 
 
-def figure(grid: Path, path: Path) -> None:
+def figure(runs: list, path: Path) -> None:
     curves: dict = {}
-    for name, config, _summary, history in tables.runs(grid):
+    for name, config, _summary, history in runs:
         users = config["num_clients"]
         points = [(row["up_mb"] / users, row["personal_acc_mean"]) for row in history]
         curves.setdefault(method_name(name, config), []).append(points)
@@ -58,9 +55,9 @@ def figure(grid: Path, path: Path) -> None:
     plt.close(fig)
 
 
-def uplink_per_user(grid: Path) -> dict:
+def uplink_per_user(runs: list) -> dict:
     per_method: dict = {}
-    for name, config, summary, _ in tables.runs(grid):
+    for name, config, summary, _ in runs:
         per_method.setdefault(method_name(name, config), []).append(
             summary["up_mb"] / config["num_clients"]
         )
@@ -69,10 +66,11 @@ def uplink_per_user(grid: Path) -> dict:
 
 def main(grid: str) -> None:
     table = tables.grouped(Path(grid), method_name)
-    for label, up in uplink_per_user(Path(grid)).items():
+    runs = list(tables.runs(Path(grid)))
+    for label, up in uplink_per_user(runs).items():
         table[label]["up_mb_per_user"] = up
     (ROOT / "results/compression.json").write_text(json.dumps(table, indent=2) + "\n")
-    figure(Path(grid), ROOT / "results/compression.png")
+    figure(runs, ROOT / "results/compression.png")
     print(tables.comparison_markdown(table, compression.METHODS))
     print("\n| method | uplink MB/user |\n|---|---|")
     for label in compression.METHODS:

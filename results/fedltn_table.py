@@ -209,10 +209,10 @@ def pooled(per_seed: list[dict]) -> dict:
     for key in per_seed[0]:
         if key == "seed":
             continue
-        values = [m[key] for m in per_seed if m[key] is not None]
-        out[key] = mean_se(values) if values else None
-        if len(values) < len(per_seed):
-            out[key + "_missing"] = len(per_seed) - len(values)
+        column = [m[key] for m in per_seed]
+        out[key] = reached_by(column)
+        if None in column:
+            out[key + "_missing"] = column.count(None)
     return out
 
 

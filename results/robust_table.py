@@ -9,6 +9,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from ml_collections import ConfigDict
+
 from fedsim import config as config_lib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,16 +19,10 @@ robust = config_lib.config_module(str(ROOT / "configs/robust.py"))
 
 def defence_name(config: dict) -> str:
     """The ``DEFENCES`` entry whose keys ``config`` carries."""
+    flat = config_lib.flat_items(ConfigDict(config))
     return next(
-        name
-        for name, keys in robust.DEFENCES.items()
-        if all(config_value(config, k) == v for k, v in keys.items())
+        name for name, keys in robust.DEFENCES.items() if all(flat[k] == v for k, v in keys.items())
     )
-
-
-def config_value(config: dict, key: str):
-    section, _, name = key.rpartition(".")
-    return config[section][name] if section else config[key]
 
 
 def table(grid: Path) -> dict:
