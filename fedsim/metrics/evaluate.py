@@ -39,7 +39,7 @@ def build_predict_correct(model: Model, batch_size: int):
 def per_client_accuracy(correct: np.ndarray, test_indices: np.ndarray, num_test: np.ndarray):
     """Mean of ``correct`` over each client's first ``num_test[c]`` entries of ``test_indices[c]``
     (over every position of those entries, for a sequence model's ``[M, T]``)."""
-    correct = correct.reshape(len(correct), -1).mean(axis=1)
+    correct = correct.mean(axis=tuple(range(1, correct.ndim)))  # one value per entry
     valid = np.arange(test_indices.shape[1])[None, :] < num_test[:, None]
     hits = np.where(valid, correct[test_indices], False).sum(axis=1)
     return hits / np.maximum(num_test, 1)
