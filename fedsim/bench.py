@@ -4,14 +4,17 @@ A timing is quoted as a ratio measured side by side in one process: every way of
 compiled ahead of time, then all are timed in turn (A, B, C, A, B, C, ...) and each keeps its median
 (which also drops a slow first call), so load on a shared machine affects all alike.
 
-- ``round``: one FedAvg round of K clients, each 5 local SGD steps of batch 32 on the FedAvg CNN with
-  synthetic CIFAR-shaped data resident on the device, run three ways: fedsim's compiled round (chunk
-  size as the engine picks it), one centralised model doing the same SGD work at batch K * 32 (the
-  compute limit for the same FLOPs) and a Python loop calling a jitted ``local_train`` per client (how
-  most simulators run).
+- ``round``: one FedAvg round of K clients, each 5 local SGD steps of batch 32 on the FedAvg CNN and
+  on pfl-research's ``simple_cnn``, with synthetic CIFAR-shaped data resident on the device, run
+  several ways: fedsim's compiled round (chunk size as the engine picks it), one centralised model doing the same SGD work at batch K * 32 (the
+  compute limit for the same FLOPs), one model doing the same steps at the round's batch 32 (in one
+  compiled scan, and as a jitted step called per step with XLA's native convolution; the fastest of
+  the two is the target) and a Python loop calling a jitted ``local_train`` per client (how most
+  simulators run).
 - ``algorithms``: FedProx, SCAFFOLD, FedLTN and Maestro round time over FedAvg's, one shared setting.
-- ``pfl``: pfl-research's CIFAR-10 benchmark setup run end to end by the run loop: compile, rounds
-  and evaluations.
+- ``pfl``: pfl-research's CIFAR-10 benchmark setup (its ``simple_cnn``) run end to end by the run
+  loop (setup, compile, rounds, evaluations), then fedsim's compiled round and pfl-research's round
+  (``fedsim.peers``, in the interpreter ``--peer-python`` names) timed in turn on the same federation.
 
 Every suite's experiment is ``suite_config(setting)``: the package's ``base_config`` with the FedAvg
 CNN defaults of ``configs/fedavg.py`` and the suite's ``key=value`` setting, so no config file is read.
@@ -19,7 +22,10 @@ CNN defaults of ``configs/fedavg.py`` and the suite's ``key=value`` setting, so 
 
 import json
 import math
+import os
+import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,10 +45,12 @@ from fedsim.engine import loop, setup
 from fedsim.engine.round import build_round_fn, resolve_chunk_size
 from fedsim.errors import ConfigError
 from fedsim.models import get_model
+from fedsim.peers.process import PeerProcess, missing_peer
 
 SUITES = ("round", "algorithms", "pfl")
 
 LOCAL_STEPS, BATCH_SIZE = 5, 32
+ROUND_MODELS = ("cnn", "simple_cnn")  # the FedAvg CNN and pfl-research's benchmark CNN
 CIFAR_SHAPE, CIFAR_TRAIN = (32, 32, 3), 50_000  # more clients than CIFAR-10 holds share examples
 CENTRAL_MAX_CLIENTS = {"cpu": 100}  # clients per centralised batch (memory); elsewhere 1,000
 LOOP_MAX_CLIENTS = {"cpu": 100}  # the per-client loop is timed up to this K; elsewhere 1,000
@@ -58,21 +66,29 @@ ALGORITHMS_QUICK = (  # Maestro without rank sampling and shrinking compiles ~3x
 )
 
 PFL_ROUNDS = 1500
+PFL_REPEATS = 5
 PFL_SETTING = (  # pfl-research's CIFAR-10 benchmark: 1,000 clients of 50 examples
-    "model=cnn,dataset=synthetic_cifar,partition=iid,num_clients=1000,clients_per_round=50,"
+    "model=simple_cnn,dataset=synthetic_cifar,partition=iid,num_clients=1000,clients_per_round=50,"
     "local_epochs=1,batch_size=10,eval_every=10,client_lr=0.1"
 )
 PFL_QUICK = "smoke,dataset=synthetic,partition=iid,num_clients=20,clients_per_round=5,batch_size=10"
-PFL_NOTE = (
-    "pfl-research was not measured: it is not installed (pip install 'pfl[pytorch]' or "
-    "'pfl[tf]'; its CIFAR-10 setup is in benchmarks/ of github.com/apple/pfl-research); run both "
-    "on the same GPU with the same synthetic CIFAR-shaped data to fill pfl_research_wall_s"
-)
 
 
 def device_fields() -> dict:
+    """The device as JAX names it, its platform, and the host's processor and core count."""
     device = jax.devices()[0]
-    return {"device": device.device_kind, "platform": device.platform}
+    return {"device": device.device_kind, "platform": device.platform, "host": host_name()}
+
+
+def host_name() -> str:
+    """``"<processor model>, <n> cores"`` (the model from /proc/cpuinfo where there is one)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [
+        line.split(":", 1)[1].strip()
+        for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+        if line.startswith("model name")
+    ]
+    return f"{models[0] if models else platform.processor() or 'unknown'}, {os.cpu_count()} cores"
 
 
 def peak_memory_bytes() -> int | None:
@@ -116,9 +132,8 @@ def _smoke(config: ConfigDict) -> None:
     config.model_kwargs = {"hidden": (16,)}
 
 
-def compiled_round(config: ConfigDict) -> Callable[[], float]:
-    """A timer running the next round of ``config``, compiled ahead of time."""
-    experiment = setup.build_experiment(config)
+def compiled_round(experiment: setup.Experiment) -> Callable[[], float]:
+    """A timer running the next round of ``experiment``, compiled ahead of time."""
     programs = setup.programs(experiment)
     server, clients = setup.init_states(experiment, programs.algorithm)
     federation, key = setup.federation(experiment), jax.random.PRNGKey(0)
@@ -142,11 +157,18 @@ def _task(indices, key) -> ClientTask:
     )  # fmt: skip
 
 
+def _trained(model, optimizer, start, indices, dataset, key=None):
+    """``model`` after ``local_train`` from ``start`` over the schedule ``indices``."""
+    task = _task(indices, jax.random.PRNGKey(0) if key is None else key)
+    return local_train(model, optimizer, start, task, dataset).model
+
+
 class _RoundSetting:
     """The round suite's model, optimiser, starting weights and device-resident example pool."""
 
-    def __init__(self, max_clients: int, model_kwargs: dict):
-        self.model = get_model("cnn", 10, **model_kwargs)
+    def __init__(self, model: str, max_clients: int, model_kwargs: dict):
+        self.model_name, self.model_kwargs = model, model_kwargs
+        self.model = get_model(model, 10, **model_kwargs)
         self.optimizer = optax.sgd(0.01)
         init_key, self.key = jax.random.split(jax.random.PRNGKey(0))
         pool = min(max_clients * LOCAL_STEPS * BATCH_SIZE, CIFAR_TRAIN)
@@ -210,8 +232,7 @@ class _RoundSetting:
 
     def _trained(self, start, indices, dataset):
         """The model after ``local_train`` from ``start`` over the schedule ``indices``."""
-        task = _task(indices, self.key)
-        return local_train(self.model, self.optimizer, start, task, dataset).model
+        return _trained(self.model, self.optimizer, start, indices, dataset, self.key)
 
     def central(self, clients: int) -> tuple[Callable[[], float], int, int]:
         """One model doing the round's SGD work at batch ``K * 32`` (capped for memory, with more
@@ -224,6 +245,35 @@ class _RoundSetting:
         )
         train = jax.jit(self._trained).lower(self.start, indices, self.dataset).compile()
         return _timer(lambda: train(self.start, indices, self.dataset)), batch, steps * batch
+
+    def central_same_batch(self, clients: int) -> dict[str, Callable[[], float]]:
+        """One model doing the round's ``K * 5`` SGD steps at the round's batch of 32, two ways:
+        ``scan``, the steps inside one compiled ``lax.scan`` (the model's own convolution, as
+        the round runs it), and ``steps``, a jitted single step called from Python per step with
+        XLA's native convolution (fast outside a loop body on CPU)."""
+        steps = clients * LOCAL_STEPS
+        pool = self.dataset.x.shape[0]
+        indices = (jnp.arange(steps * BATCH_SIZE, dtype=jnp.int32) % pool).reshape(steps, 1, -1)
+        scan = jax.jit(self._trained).lower(self.start, indices[:, 0], self.dataset).compile()
+        native = get_model(self.model_name, 10, conv_impl="xla", **self.model_kwargs)
+        step = (
+            jax.jit(lambda start, rows: _trained(native, self.optimizer, start, rows, self.dataset))
+            .lower(self.start, indices[0])
+            .compile()
+        )
+
+        schedule = list(indices)
+
+        def stepped():
+            model = self.start
+            for rows in schedule:
+                model = step(model, rows)
+            return model
+
+        return {
+            "central_scan": _timer(lambda: scan(self.start, indices[:, 0], self.dataset)),
+            "central_steps": _timer(stepped),
+        }
 
     def loop(self, clients: int) -> Callable[[], float]:
         """A Python loop over the clients, each a jitted ``local_train`` call, summed, then the mean."""
@@ -243,13 +293,16 @@ class _RoundSetting:
         return _timer(round_mean)
 
 
-def round_suite(clients: tuple[int, ...], repeats: int, model_kwargs: dict) -> list[dict]:
-    """fedsim's round against the centralised run and the per-client loop, one row per K.
+def round_suite(
+    model: str, clients: tuple[int, ...], repeats: int, model_kwargs: dict
+) -> list[dict]:
+    """fedsim's round of ``model`` against the centralised run and the per-client loop, one row per
+    K.
 
     Every K's fedsim round is compiled first, in increasing K, so that a peak memory read after its
     first round is fedsim's own (no central or loop run has raised it yet).
     """
-    setting = _RoundSetting(max(clients), model_kwargs)
+    setting = _RoundSetting(model, max(clients), model_kwargs)
     rounds = {k: setting.fedsim_round(k) for k in sorted(clients)}
     rows = []
     for k in clients:
@@ -258,18 +311,25 @@ def round_suite(clients: tuple[int, ...], repeats: int, model_kwargs: dict) -> l
         timers = {"fedsim": fedsim_timer, "central": central_timer}
         if k <= LOOP_MAX_CLIENTS.get(setting.platform, 1000):
             timers["loop"] = setting.loop(k)
+            timers.update(setting.central_same_batch(k))
         seconds = interleaved_medians(timers, repeats)
         samples = k * LOCAL_STEPS * BATCH_SIZE
         fedsim_rate = samples / seconds["fedsim"]
         central_rate = central_samples / seconds["central"]
+        same_batch = {
+            f"{name}_samples_per_s": samples / seconds[name] if name in seconds else None
+            for name in ("central_scan", "central_steps")
+        }
+        fastest = max(filter(None, same_batch.values()), default=None)
         loop_rate = samples / seconds["loop"] if "loop" in seconds else None
         rows.append({
-            "suite": "round", **device_fields(), "model": "cnn", "model_kwargs": model_kwargs,
+            "suite": "round", **device_fields(), "model": model, "model_kwargs": model_kwargs,
             "clients_per_round": k, "local_steps": LOCAL_STEPS, "batch_size": BATCH_SIZE,
             "dtype": "float32", "rounds_timed": repeats, "central_batch_size": central_batch,
             "fedsim_round_s": seconds["fedsim"], "fedsim_samples_per_s": fedsim_rate,
             "central_samples_per_s": central_rate, "loop_samples_per_s": loop_rate,
-            "ratio_vs_central": fedsim_rate / central_rate,
+            "ratio_vs_central": fedsim_rate / central_rate, **same_batch,
+            "ratio_vs_fastest_central_same_batch": fedsim_rate / fastest if fastest else None,
             "ratio_vs_loop": fedsim_rate / loop_rate if loop_rate else None,
             **fedsim_fields,
         })  # fmt: skip
@@ -282,7 +342,8 @@ def algorithms_suite(setting: str, repeats: int) -> list[dict]:
     settings = {a: f"{setting},algorithm={a}" for a in ALGORITHMS}
     settings["maestro"] += ",model_kwargs={'factorized':True}"
     configs = {a: suite_config(s) for a, s in settings.items()}
-    seconds = interleaved_medians({a: compiled_round(c) for a, c in configs.items()}, repeats)
+    rounds = {a: compiled_round(setup.build_experiment(c)) for a, c in configs.items()}
+    seconds = interleaved_medians(rounds, repeats)
     config = configs["fedavg"]
     rows = []
     for a in ALGORITHMS:
@@ -297,9 +358,10 @@ def algorithms_suite(setting: str, repeats: int) -> list[dict]:
     return rows
 
 
-def pfl_suite(setting: str, rounds: int) -> list[dict]:
+def pfl_suite(setting: str, rounds: int, peer_python: str, repeats: int) -> list[dict]:
     """``rounds`` rounds of ``suite_config(setting)`` end to end (setup, compile, rounds,
-    evaluations), and the wall clock extrapolated to the benchmark's 1,500 rounds."""
+    evaluations), the wall clock extrapolated to the benchmark's 1,500 rounds, and the round timed
+    against pfl-research's (``side_by_side``)."""
     t = time.perf_counter()
     experiment = setup.build_experiment(suite_config(f"{setting},rounds={rounds}"))
     setup_s = time.perf_counter() - t
@@ -326,16 +388,56 @@ def pfl_suite(setting: str, rounds: int) -> list[dict]:
         "compile_s": summary["compile_s"], "train_s": train_s, "eval_s": eval_s,
         "round_s": train_s / rounds, "samples_per_s": summary["samples_per_s"],
         "wall_s": setup_s + summary["wall_s"], "wall_s_full_extrapolated": full_s,
-        "global_acc": summary["global_acc"], "pfl_research_wall_s": None, "note": PFL_NOTE,
+        "global_acc": summary["global_acc"],
     }  # fmt: skip
-    return [row]
+    return [{**row, **side_by_side(experiment, peer_python, repeats)}]
+
+
+def side_by_side(experiment: setup.Experiment, peer_python: str, repeats: int) -> dict:
+    """fedsim's compiled round and pfl-research's round (``fedsim.peers``: its ``simple_cnn``, local
+    SGD, server SGD, no evaluation) on the same federation, timed in turn ``repeats`` times; the
+    pfl fields are None, with a note saying why, when ``peer_python`` lacks pfl or torch."""
+    fields = ("pfl_research_round_s", "pfl_research_samples_per_s", "pfl_research_wall_s")
+    missing = missing_peer(peer_python)
+    if experiment.config.model != "simple_cnn":
+        missing = f"its worker trains simple_cnn, not {experiment.config.model!r}"
+    if missing:
+        return {**dict.fromkeys(fields), "ratio_vs_pfl": None, "peer": None,
+                "note": f"pfl-research was not measured: {missing}"}  # fmt: skip
+    config, data = experiment.config, experiment.data
+    settings = {
+        "clients_per_round": config.clients_per_round, "local_epochs": config.local_epochs,
+        "batch_size": config.batch_size, "client_lr": config.client_lr,
+        "server_lr": config.fedavg.server_lr, "seed": config.seed,
+    }  # fmt: skip
+    with PeerProcess(peer_python, data, settings) as peer:
+        seconds = interleaved_medians({"fedsim": compiled_round(experiment), "pfl": peer.timer(1)},
+                                      repeats)  # fmt: skip
+        info = peer.info
+    samples = config.clients_per_round * config.local_epochs * float(data.num_examples.mean())
+    pfl_wall = info["setup_s"] + info["warmup_round_s"] + seconds["pfl"] * (PFL_ROUNDS - 1)
+    return {
+        "rounds_timed": repeats, "fedsim_round_s": seconds["fedsim"],
+        "fedsim_samples_per_s": samples / seconds["fedsim"],
+        "pfl_research_round_s": seconds["pfl"], "pfl_research_samples_per_s": samples / seconds["pfl"],
+        "pfl_research_wall_s": pfl_wall, "ratio_vs_pfl": seconds["pfl"] / seconds["fedsim"],
+        "peer": info,
+        "note": "pfl_research_wall_s: pfl's setup, one warm-up round and 1,499 timed-median rounds, "
+        "without evaluation; ratio_vs_pfl: pfl's round seconds over fedsim's, timed in turn",
+    }  # fmt: skip
 
 
 def run_suite(
-    suite: str, *, clients: list[int] | None = None, rounds: int | None = None, quick: bool = False
+    suite: str,
+    *,
+    clients: list[int] | None = None,
+    rounds: int | None = None,
+    quick: bool = False,
+    peer_python: str = sys.executable,
 ) -> list[dict]:
     """The rows of ``suite``. ``clients``: the round suite's K values; ``rounds``: rounds run (pfl)
-    or timed per way of running (round, algorithms); ``quick``: a tiny setting, for tests."""
+    or timed per way of running (round, algorithms); ``quick``: a tiny setting, for tests;
+    ``peer_python``: the interpreter with pfl-research installed (pfl)."""
     if suite not in SUITES:
         raise ConfigError(f"--suite {suite!r} is unknown; accepted: {', '.join(SUITES)}")
     if clients is not None and suite != "round":
@@ -346,13 +448,18 @@ def run_suite(
     if suite == "round":
         cpu = jax.default_backend() == "cpu"
         default_clients = (2,) if quick else (10, 100) if cpu else (10, 100, 1000, 10000)
-        model_kwargs = {"width": 4, "hidden": 16} if quick else {}
+        models = {"cnn": {"width": 4, "hidden": 16}} if quick else dict.fromkeys(ROUND_MODELS, {})
         repeats = rounds or (1 if quick else 5)
-        return round_suite(tuple(clients or default_clients), repeats, model_kwargs)
+        return [
+            row
+            for model, kwargs in models.items()
+            for row in round_suite(model, tuple(clients or default_clients), repeats, kwargs)
+        ]
     if suite == "algorithms":
         setting = ALGORITHMS_QUICK if quick else ALGORITHMS_SETTING
         return algorithms_suite(setting, rounds or (1 if quick else 10))
-    return pfl_suite(PFL_QUICK if quick else PFL_SETTING, rounds or (2 if quick else PFL_ROUNDS))
+    setting, repeats = (PFL_QUICK, 1) if quick else (PFL_SETTING, PFL_REPEATS)
+    return pfl_suite(setting, rounds or (2 if quick else PFL_ROUNDS), peer_python, repeats)
 
 
 def default_out(suite: str) -> Path:

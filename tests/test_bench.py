@@ -14,17 +14,20 @@ FIELDS = {
     | {
         "local_steps", "fedsim_samples_per_s", "central_samples_per_s", "loop_samples_per_s",
         "ratio_vs_central", "ratio_vs_loop", "compile_s", "peak_memory_bytes", "chunk_size",
+        "central_scan_samples_per_s", "central_steps_samples_per_s",
+        "ratio_vs_fastest_central_same_batch",
     },
     "algorithms": COMMON | {"algorithm", "round_s", "fedavg_round_s", "ratio_vs_fedavg"},
     "pfl": COMMON
     | {
         "num_clients", "rounds_run", "compile_s", "wall_s", "wall_s_full_extrapolated",
-        "pfl_research_wall_s", "note",
+        "pfl_research_wall_s", "ratio_vs_pfl", "note",
     },
 }  # fmt: skip
 POSITIVE = {
     "round": ("fedsim_samples_per_s", "central_samples_per_s", "loop_samples_per_s",
-              "ratio_vs_central", "ratio_vs_loop", "compile_s"),
+              "ratio_vs_central", "ratio_vs_loop", "compile_s", "central_steps_samples_per_s",
+              "ratio_vs_fastest_central_same_batch"),
     "algorithms": ("round_s", "fedavg_round_s", "ratio_vs_fedavg"),
     "pfl": ("compile_s", "train_s", "eval_s", "wall_s", "wall_s_full_extrapolated"),
 }  # fmt: skip
