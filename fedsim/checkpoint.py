@@ -3,10 +3,14 @@
 Saves are synchronous and atomic (orbax writes a temporary directory and renames it), so a process
 killed at any moment leaves the last finished checkpoint intact. Randomness needs no saving: every
 key derives from the seed and the round index.
+
+Every process of a multi-process run (``jax.distributed``) keeps its own checkpoints in its own
+workdir: the state is replicated, so each saves its host copy without waiting for the others.
 """
 
 from pathlib import Path
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -17,11 +21,19 @@ class Checkpoints:
     """The ``checkpoints/`` folder of a workdir, keeping the newest ``max_to_keep``."""
 
     def __init__(self, directory: Path, max_to_keep: int = 1):
+        this_process = jax.process_index()
+        directory = Path(directory).absolute()
+        directory.mkdir(parents=True, exist_ok=True)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, enable_async_checkpointing=False
+            max_to_keep=max_to_keep,
+            create=False,
+            enable_async_checkpointing=False,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                primary_host=this_process, active_processes={this_process}
+            ),
         )
         self._manager = ocp.CheckpointManager(
-            Path(directory).absolute(),
+            directory,
             options=options,
             item_handlers=ocp.StandardCheckpointHandler(),  # so a fresh manager reads metadata
         )
@@ -30,11 +42,11 @@ class Checkpoints:
         return self._manager.latest_step()
 
     def save(self, state: RunState) -> None:
-        tree = {
+        tree = jax.device_get({
             "server": state.server_state,
             "clients": state.client_states,
             "counters": state.counters,
-        }
+        })  # fmt: skip
         self._manager.save(state.round, args=ocp.args.StandardSave(tree))
         self._manager.wait_until_finished()
 

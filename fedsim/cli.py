@@ -22,7 +22,7 @@ USAGE = (
     "fedsim sweep --config ... --workdir DIR | fedsim data --config ... [--out DIR] | "
     "fedsim plot --workdir DIR [DIR ...] [--out DIR] | "
     "fedsim bench --suite round|algorithms|pfl [--out FILE.json] [--clients K [K ...]] [--rounds N] "
-    "[--quick] | fedsim keys [--config ...] [--markdown] | fedsim --help"
+    "[--quick] [--peer-python PATH] | fedsim keys [--config ...] [--markdown] | fedsim --help"
 )
 HELP = """fedsim: a JAX/Flax federated-learning simulator.
 
@@ -36,9 +36,13 @@ commands:
   plot   --workdir DIR [DIR ...] [--out DIR]
          accuracy vs round, vs MB, and the personal-accuracy histogram
   bench  --suite round|algorithms|pfl [--out FILE.json] [--clients K ...] [--rounds N] [--quick]
-         performance suites, written as JSON
+         [--peer-python PATH]
+         performance suites, written as JSON; pfl times pfl-research in PATH's environment
   keys   [--config FILE.py[:ARG] [--config.KEY=VALUE ...]] [--markdown]
          every config key with its default (or the config's value) and meaning
+
+Multi-process (one experiment over several hosts' devices): put --coordinator HOST:PORT
+--num-processes N --process-id I before the command on every process, with --config.devices=0.
 
 ARG is a comma list key=value read by the config (e.g. configs/fedavg.py:algorithm=fedadam,smoke);
 an algorithm's hyper-parameters live in its section: --config.fedprox.mu=0.1. The key reference
@@ -75,10 +79,12 @@ def bench_command(args: list[str]) -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=None)
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--peer-python", default=sys.executable)
     parsed = parser.parse_args(args)
     rows = bench.run_suite(
-        parsed.suite, clients=parsed.clients, rounds=parsed.rounds, quick=parsed.quick
-    )
+        parsed.suite, clients=parsed.clients, rounds=parsed.rounds, quick=parsed.quick,
+        peer_python=parsed.peer_python,
+    )  # fmt: skip
     out = parsed.out or bench.default_out(parsed.suite)
     bench.write_json(rows, out)
     for row in rows:
@@ -230,6 +236,30 @@ def keys_command(args: list[str]) -> None:
     print(keys.as_markdown(rows) if markdown else keys.as_text(rows), end="")
 
 
+def join_processes(argv: list[str]) -> list[str]:
+    """``argv`` without its leading ``--coordinator HOST:PORT --num-processes N --process-id I``,
+    after joining this process to that ``jax.distributed`` run (unchanged without them)."""
+    if not argv or argv[0] != "--coordinator":
+        return argv
+    parser = _ArgumentParser(prog="fedsim", add_help=False)
+    parser.add_argument("--coordinator", required=True)
+    parser.add_argument("--num-processes", type=int, required=True)
+    parser.add_argument("--process-id", type=int, required=True)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    parsed = parser.parse_args(argv)
+    if parsed.num_processes < 1:
+        raise ConfigError(f"--num-processes {parsed.num_processes}: accepted 1 or more")
+    if not 0 <= parsed.process_id < parsed.num_processes:
+        raise ConfigError(
+            f"--process-id {parsed.process_id}: accepted 0..{parsed.num_processes - 1} "
+            f"(--num-processes {parsed.num_processes})"
+        )
+    import jax
+
+    jax.distributed.initialize(parsed.coordinator, parsed.num_processes, parsed.process_id)
+    return parsed.command
+
+
 def _wants_help(argv: list[str]) -> bool:
     return not argv or argv[0] in ("-h", "--help", "help") or "--help" in argv or "-h" in argv
 
@@ -255,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _quiet_libraries()
     try:
+        argv = join_processes(argv)
         if _wants_help(argv):
             print(HELP)
             return 0
