@@ -45,6 +45,7 @@ def base_config() -> ConfigDict:
     c.shards_per_client = 2  # shards
     c.beta = 0.5  # quantity skew
     c.feature_shift = False  # each client's images rotated/inverted/low-contrast by client (FedBN)
+    c.feature_shift_transforms = "rotate,invert,contrast"  # the domains' transforms (comma list)
     c.min_client_size = 10  # dirichlet: redraw until every client has this many examples
     c.num_clients = 100  # the population
     c.clients_per_round = 10  # clients sampled each round (K)

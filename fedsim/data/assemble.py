@@ -44,7 +44,7 @@ def federation_from_config(config, data_seed: int) -> FederatedData:
         num_classes=dataset.num_classes,
     )
     if config.feature_shift:
-        data = shift_features(data)
+        data = shift_features(data, tuple(config.feature_shift_transforms.split(",")))
     validate.check_federation(data)
     return data
 

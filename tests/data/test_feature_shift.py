@@ -77,3 +77,23 @@ def test_non_square_images_are_refused(federation):
     flat = dataclasses.replace(federation, x_train=federation.x_train[:, :, :4])
     with pytest.raises(ConfigError, match="feature_shift=True needs square images"):
         shift_features(flat)
+
+
+def test_default_domains_follow_the_mixed_radix_of_all_three_transforms():
+    for c in range(40):
+        assert client_domain(c) == (c % 4, (c // 4) % 2 == 1, (c // 8) % 2 == 1)
+
+
+def test_intensity_only_domains_are_four_each_shared_by_every_fourth_client():
+    intensity = ("invert", "contrast")
+    domains = [client_domain(c, intensity) for c in range(16)]
+    assert set(domains) == {(0, i, h) for i in (False, True) for h in (False, True)}
+    assert all(domains[c] == domains[c % 4] for c in range(16))
+    x = np.random.default_rng(0).random((2, 5, 5, 1)).astype(np.float32)
+    np.testing.assert_allclose(transform_images(x, 7, intensity), 0.25 + 0.5 * (1.0 - x))
+
+
+@pytest.mark.parametrize("transforms", ["rotate,blur", "", "invert,invert"])
+def test_unknown_or_repeated_transforms_are_refused(federation, transforms):
+    with pytest.raises(ConfigError, match="feature_shift_transforms=.*accepted"):
+        shift_features(federation, tuple(transforms.split(",")) if transforms else ())
