@@ -1,12 +1,14 @@
 """R2's calibration (results/fedltn.md): the feature-shift regime of configs/fedltn_r2.py at 200
 images a client let local-only training win (0.812 against FedBN's 0.766), so personal BatchNorm's
-claim has no room there. Candidates shrink each client's data and (``n32``) give each transform two
-clients; a candidate is kept when personal BatchNorm (FedBN) beats local-only on seed 0.
+claim has no room there. Candidates shrink each client's data, (``n32``) give each transform two
+clients, train at R1's tuned client lr 0.1, and (``intensity``) keep only the shifts a per-channel
+BatchNorm can undo (inversion x contrast: 4 domains of 4 clients each, no rotation); a candidate is
+kept when personal BatchNorm (FedBN) beats local-only on seed 0.
 
     fedsim sweep --config configs/fedltn_r2_calibration.py --workdir runs/fedltn-r2-calibration
 
-Every candidate keeps R2's setting (transforms, Dirichlet 1.0, full participation, 50 rounds) and
-changes only the client count and size.
+Every candidate keeps R2's setting (Dirichlet 1.0, full participation, otherwise R1's shared
+setting) and changes only the keys it names.
 """
 
 from pathlib import Path
@@ -15,9 +17,15 @@ from fedsim.config import config_module
 
 r2 = config_module(Path(__file__).with_name("fedltn_r2.py"))
 
-CANDIDATES = {  # name: the keys it changes from R2 (16 clients x 200 images)
+INTENSITY = dict(feature_shift_transforms="invert,contrast", client_lr=0.1)
+CANDIDATES = {  # name: the keys it changes from R2 (16 clients x 200 images, lr 0.02, 50 rounds)
     "n16x100": dict(train_examples=1600),
     "n32x100": dict(num_clients=32, clients_per_round=32, train_examples=3200),
+    "n16x200-lr0.1": dict(client_lr=0.1),
+    "n16x100-lr0.1": dict(train_examples=1600, client_lr=0.1),
+    "n16x100-intensity": dict(train_examples=1600, **INTENSITY),
+    "n16x50-intensity": dict(train_examples=800, **INTENSITY),
+    "n16x100-intensity-r100": dict(train_examples=1600, rounds=100, **INTENSITY),
 }
 FLOORS = ("local_only", "fedbn")
 
