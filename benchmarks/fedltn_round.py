@@ -14,6 +14,7 @@ import jax
 
 from fedsim.bench import compiled_round, interleaved_medians
 from fedsim.config import load_config
+from fedsim.engine.setup import build_experiment
 
 SETTINGS = {
     "comparison (54 examples/client, E=2, B=16)": "",
@@ -31,7 +32,8 @@ def main():
         configs = {a: "configs/fedltn.py:" + ",".join(filter(None, [f"algorithm={a}", extra]))
                    for a in ("fedavg", "fedltn")}  # fmt: skip
         med = interleaved_medians(
-            {a: compiled_round(load_config(c)) for a, c in configs.items()}, args.rounds
+            {a: compiled_round(build_experiment(load_config(c))) for a, c in configs.items()},
+            args.rounds,
         )
         rows.append({
             "suite": "fedltn_round", "setting": name, "device": str(jax.devices()[0]),

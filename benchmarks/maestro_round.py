@@ -15,6 +15,7 @@ import jax
 
 from fedsim.bench import compiled_round, interleaved_medians
 from fedsim.config import load_config
+from fedsim.engine.setup import build_experiment
 
 CONFIGS = {
     "fedavg": "configs/maestro.py:mode=federated,method=dense",
@@ -28,7 +29,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
     med = interleaved_medians(
-        {a: compiled_round(load_config(c)) for a, c in CONFIGS.items()}, args.rounds
+        {a: compiled_round(build_experiment(load_config(c))) for a, c in CONFIGS.items()},
+        args.rounds,
     )
     row = {
         "suite": "maestro_round", "setting": "configs/maestro.py mode=federated",
