@@ -14,6 +14,8 @@ from fedsim.config import config_module
 fedltn = config_module(Path(__file__).with_name("fedltn.py"))
 
 METHODS = ("fedavg", "fedbn", "fedltn", "local_only")
+FIXED = {"fedltn": dict(fedltn.TUNED["fedltn"])}  # R1's tuned prune rate, not re-tuned here
+TUNED = {m: dict(FIXED.get(m, {})) for m in METHODS}  # chosen by configs/fedltn_r2_tuning.py
 
 
 def get_config(arg=None):
@@ -21,5 +23,6 @@ def get_config(arg=None):
 
 
 def get_sweep():
-    """The four methods, three seeds each (each seed its own partition), seed-major."""
-    return [{"algorithm": a, "seed": s} for s in fedltn.SEEDS for a in METHODS]
+    """The four methods at their ``TUNED`` values, three seeds each (each seed its own partition),
+    seed-major."""
+    return [{"algorithm": a, "seed": s, **TUNED[a]} for s in fedltn.SEEDS for a in METHODS]

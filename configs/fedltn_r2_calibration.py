@@ -21,11 +21,8 @@ INTENSITY = dict(feature_shift_transforms="invert,contrast", client_lr=0.1)
 CANDIDATES = {  # name: the keys it changes from R2 (16 clients x 200 images, lr 0.02, 50 rounds)
     "n16x100": dict(train_examples=1600),
     "n32x100": dict(num_clients=32, clients_per_round=32, train_examples=3200),
-    "n16x200-lr0.1": dict(client_lr=0.1),
     "n16x100-lr0.1": dict(train_examples=1600, client_lr=0.1),
     "n16x100-intensity": dict(train_examples=1600, **INTENSITY),
-    "n16x50-intensity": dict(train_examples=800, **INTENSITY),
-    "n16x100-intensity-r100": dict(train_examples=1600, rounds=100, **INTENSITY),
 }
 FLOORS = ("local_only", "fedbn")
 
