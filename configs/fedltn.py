@@ -6,9 +6,11 @@ below 0.80 and FedAvg + fine-tuning beats it by 5 points or more, so personalisa
 observed; see results/fedltn.md): a seeded 5,000-image subset, 50 clients with eight labels each
 ('#C=8', 100 images: 90 to train, 10 to validate), 10 per round (each client takes part ~20 times in
 100 rounds, enough prune events to reach the 10 % target density). Regime R2 (``regime=r2``) is
-FedBN's feature shift: 16 clients of 200 images, each under its own transform
-(``fedsim/data/feature_shift.py``), mildly label-skewed (Dirichlet 1.0), all 16 every round for 50
-rounds. ``regime=paper`` is the earlier paper-style pathological split (100 clients of 60 images with
+FedBN's feature shift, calibrated in ``configs/fedltn_r2_calibration.py``: 16 clients of 100 images
+in four intensity domains (inverted or not, half contrast or not; ``fedsim/data/feature_shift.py``),
+mildly label-skewed (Dirichlet 1.0), all 16 every round for 50 rounds; ``regime=r2_16domains`` is
+R2 before calibration (200 images a client, each client its own rotation x inversion x contrast
+domain). ``regime=paper`` is the earlier paper-style pathological split (100 clients of 60 images with
 two labels, 10 per round), where local-only training already scores ~0.95.
 
     fedsim run --config configs/fedltn.py --workdir runs/fedltn
@@ -18,7 +20,7 @@ two labels, 10 per round), where local-only training already scores ~0.95.
     fedsim sweep --config configs/fedltn.py --workdir runs/fedltn-r1
     fedsim run --config configs/fedltn.py:smoke --workdir /tmp/fedltn-smoke
 
-ARG keys: any config key, plus ``regime`` (``r1``, ``r2`` or ``paper``), ``smoke`` (seconds-long run) and
+ARG keys: any config key, plus ``regime`` (``r1``, ``r2``, ``r2_16domains`` or ``paper``), ``smoke`` (seconds-long run) and
 ``lean`` (lean start: density budgets 1.0/0.5/0.25 by client). Jump-Start is the key
 ``fedltn.jump_start_rounds=3``. Every method of the comparison shares the setting, including the 10 %
 local validation split, so all train on the same 90 % of each client's data.
@@ -62,9 +64,22 @@ REGIMES = {
     "r1": dict(
         train_examples=5000, partition="label_quantity", labels_per_client=8, num_clients=50
     ),
-    # feature shift (FedBN's setting): 16 clients, each its own image transform (rotation,
-    # inversion, contrast), mild Dirichlet(1.0) label skew, every client every round
+    # feature shift (FedBN's setting), calibrated in configs/fedltn_r2_calibration.py: 16 clients
+    # of 100 images in 4 intensity domains (inversion x half contrast, 4 clients each), mild
+    # Dirichlet(1.0) label skew, every client every round
     "r2": dict(
+        train_examples=1600,
+        partition="dirichlet",
+        alpha=1.0,
+        num_clients=16,
+        clients_per_round=16,
+        rounds=50,
+        feature_shift=True,
+        feature_shift_transforms="invert,contrast",
+    ),
+    # R2 before calibration: 16 clients of 200 images, each its own domain (rotation x inversion x
+    # contrast), where local-only training beat FedBN
+    "r2_16domains": dict(
         train_examples=3200,
         partition="dirichlet",
         alpha=1.0,

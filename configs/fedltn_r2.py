@@ -1,10 +1,15 @@
 """Regime R2 of results/fedltn.md: FedBN's feature shift (Li et al., ICLR 2021), where personal
-BatchNorm should matter. 16 clients of 200 Fashion-MNIST images, each under its own transform
-(rotation, inversion, contrast; ``fedsim/data/feature_shift.py``), mildly label-skewed (Dirichlet
-1.0), every client every round (FedBN's participation) for 50 rounds; otherwise R1's shared setting
-(configs/fedltn.py: bn_cnn, E=2, B=16, lr 0.02 with momentum 0.5, 10 % validation split).
+BatchNorm should matter, as calibrated by configs/fedltn_r2_calibration.py: 16 clients of 100
+Fashion-MNIST images in four intensity domains (inverted or not, half contrast or not;
+``fedsim/data/feature_shift.py``), mildly label-skewed (Dirichlet 1.0), every client every round
+(FedBN's participation) for 50 rounds; otherwise R1's shared setting (configs/fedltn.py: bn_cnn, E=2,
+B=16, momentum 0.5, 10 % validation split), each method at the client lr configs/fedltn_r2_tuning.py
+chose on seed 0.
 
     fedsim sweep --config configs/fedltn_r2.py --workdir runs/fedltn-r2
+
+``regime=r2_16domains`` is R2 before calibration (its table on the results page ran every method
+at lr 0.02 and FedLTN at its default prune rate).
 """
 
 from pathlib import Path
