@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from fedsim.cli import main
 from fedsim.config import base_config
 from fedsim.data.assemble import federation_from_config
 from fedsim.data.datasets import load_dataset
@@ -97,3 +98,15 @@ def test_intensity_only_domains_are_four_each_shared_by_every_fourth_client():
 def test_unknown_or_repeated_transforms_are_refused(federation, transforms):
     with pytest.raises(ConfigError, match="feature_shift_transforms=.*accepted"):
         shift_features(federation, tuple(transforms.split(",")) if transforms else ())
+
+
+def test_cli_refuses_unknown_transforms_with_one_line_and_no_workdir(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    flags = ["--config.feature_shift=True", "--config.feature_shift_transforms=rotate,blur"]
+    assert (
+        main(["run", "--config", "configs/quickstart.py:smoke", *flags, "--workdir", str(workdir)])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "rotate,blur" in err
+    assert not workdir.exists()
