@@ -7,7 +7,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
+from fedsim.errors import ConfigError
 from fedsim.peers.process import PeerProcess, missing_peer
 
 STAND_IN = textwrap.dedent(
@@ -49,3 +51,12 @@ def test_missing_peer_names_the_interpreter_and_what_it_lacks():
     reason = missing_peer(sys.executable, ("no_such_module_here",))
     assert sys.executable in reason and "no_such_module_here" in reason and "\n" not in reason
     assert "cannot be run" in missing_peer("/no/such/python")
+
+
+def test_a_worker_that_dies_is_one_config_error(tmp_path):
+    worker = tmp_path / "worker.py"
+    worker.write_text("import sys; sys.exit(3)")
+    data = SimpleNamespace(x_train=np.zeros((1, 1)), y_train=np.zeros(1), client_indices=np.zeros((1, 1)),
+                           num_examples=np.ones(1))  # fmt: skip
+    with pytest.raises(ConfigError, match="exited with status 3 before READY"):
+        PeerProcess(sys.executable, data, {}, worker=worker)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fedsim.errors import ConfigError
+
 PFL_WORKER = Path(__file__).with_name("pfl_worker.py")
 
 
@@ -42,6 +44,7 @@ class PeerProcess:
     """A worker process holding one peer run; a context manager that stops it on exit."""
 
     def __init__(self, python: str, data, settings: dict, worker: Path = PFL_WORKER):
+        self._python = python
         self._folder = tempfile.TemporaryDirectory(prefix="fedsim-peer-")
         write_federation(Path(self._folder.name), data)
         self._process = subprocess.Popen(
@@ -51,11 +54,15 @@ class PeerProcess:
         self.info = json.loads(self._answer("READY"))
 
     def _answer(self, tag: str) -> str:
-        """The rest of the worker's next line starting with ``tag`` (other lines are its logs)."""
+        """The rest of the worker's next line starting with ``tag`` (other lines are its logs);
+        ``ConfigError`` naming the worker's exit status when it stops first."""
         for line in self._process.stdout:
             if line.startswith(tag + " "):
                 return line[len(tag) + 1 :]
-        raise RuntimeError(f"the peer worker exited with {self._process.wait()} before {tag}")
+        raise ConfigError(
+            f"the peer worker ({self._python}) exited with status {self._process.wait()} before "
+            f"{tag}; its error is on stderr above"
+        )
 
     def timer(self, rounds: int) -> Callable[[], float]:
         """A timer: each call runs ``rounds`` more peer rounds and returns the worker's seconds."""
