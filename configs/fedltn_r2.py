@@ -20,7 +20,9 @@ fedltn = config_module(Path(__file__).with_name("fedltn.py"))
 
 METHODS = ("fedavg", "fedbn", "fedltn", "local_only")
 FIXED = {"fedltn": dict(fedltn.TUNED["fedltn"])}  # R1's tuned prune rate, not re-tuned here
-TUNED = {m: dict(FIXED.get(m, {})) for m in METHODS}  # chosen by configs/fedltn_r2_tuning.py
+# each method's client lr chosen on seed 0 by configs/fedltn_r2_tuning.py (results/fedltn.md)
+CHOSEN_LR = {"fedavg": 0.1, "fedbn": 0.1, "fedltn": 0.05, "local_only": 0.02}
+TUNED = {m: {"client_lr": CHOSEN_LR[m], **FIXED.get(m, {})} for m in METHODS}
 
 
 def get_config(arg=None):
@@ -29,5 +31,9 @@ def get_config(arg=None):
 
 def get_sweep():
     """The four methods at their ``TUNED`` values, three seeds each (each seed its own partition),
-    seed-major."""
-    return [{"algorithm": a, "seed": s, **TUNED[a]} for s in fedltn.SEEDS for a in METHODS]
+    seed-major; seed 0's cells are the tuning grid's."""
+    return [
+        {"seed": s, "data_seed": s, "algorithm": a, **TUNED[a]}
+        for s in fedltn.SEEDS
+        for a in METHODS
+    ]
