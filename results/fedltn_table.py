@@ -490,6 +490,10 @@ def communication_claim(r1: dict, communication: dict | None, published: dict | 
     else:
         ratio = theirs["mean"] / ours["mean"]
         held = ratio >= 4
+        notes += (
+            f"; to {level}: LotteryFL {theirs['mean']:.2f} MB/user, FedLTN {ours['mean']:.2f} "
+            f"(LotteryFL / FedLTN = {ratio:.2f}; held needs >= 4)"
+        )
     return claim("FedLTN needs 4-6x less communication per user than LotteryFL",
                  f"cumulative up+down MB per user to personal_acc_mean {level}", ours,
                  "lotteryfl", theirs, held, ratio, notes, command=command,
