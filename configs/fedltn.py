@@ -60,34 +60,24 @@ def smoke(config):
     config.model_kwargs = {"width": 4}
 
 
+FEATURE_SHIFT = dict(  # R2's shared keys: mild Dirichlet(1.0) label skew, every client every round
+    partition="dirichlet",
+    alpha=1.0,
+    num_clients=16,
+    clients_per_round=16,
+    rounds=50,
+    feature_shift=True,
+)
 REGIMES = {
     "r1": dict(
         train_examples=5000, partition="label_quantity", labels_per_client=8, num_clients=50
     ),
     # feature shift (FedBN's setting), calibrated in configs/fedltn_r2_calibration.py: 16 clients
-    # of 100 images in 4 intensity domains (inversion x half contrast, 4 clients each), mild
-    # Dirichlet(1.0) label skew, every client every round
-    "r2": dict(
-        train_examples=1600,
-        partition="dirichlet",
-        alpha=1.0,
-        num_clients=16,
-        clients_per_round=16,
-        rounds=50,
-        feature_shift=True,
-        feature_shift_transforms="invert,contrast",
-    ),
+    # of 100 images in 4 intensity domains (inversion x half contrast, 4 clients each)
+    "r2": dict(FEATURE_SHIFT, train_examples=1600, feature_shift_transforms="invert,contrast"),
     # R2 before calibration: 16 clients of 200 images, each its own domain (rotation x inversion x
     # contrast), where local-only training beat FedBN
-    "r2_16domains": dict(
-        train_examples=3200,
-        partition="dirichlet",
-        alpha=1.0,
-        num_clients=16,
-        clients_per_round=16,
-        rounds=50,
-        feature_shift=True,
-    ),
+    "r2_16domains": dict(FEATURE_SHIFT, train_examples=3200),
     "paper": dict(
         train_examples=6000, partition="label_quantity", labels_per_client=2, num_clients=100
     ),
