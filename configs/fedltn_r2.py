@@ -18,10 +18,11 @@ from fedsim.config import config_module
 
 fedltn = config_module(Path(__file__).with_name("fedltn.py"))
 
-METHODS = ("fedavg", "fedbn", "fedltn", "local_only")
+METHODS = ("fedavg", "fedbn", "fedavg_ft", "ditto", "fedltn", "local_only")
 FIXED = {"fedltn": dict(fedltn.TUNED["fedltn"])}  # R1's tuned prune rate, not re-tuned here
 # each method's client lr chosen on seed 0 by configs/fedltn_r2_tuning.py (results/fedltn.md)
-CHOSEN_LR = {"fedavg": 0.1, "fedbn": 0.1, "fedltn": 0.05, "local_only": 0.02}
+CHOSEN_LR = {"fedavg": 0.1, "fedbn": 0.1, "fedavg_ft": 0.1, "ditto": 0.1, "fedltn": 0.05,
+             "local_only": 0.02}  # fmt: skip
 TUNED = {m: {"client_lr": CHOSEN_LR[m], **FIXED.get(m, {})} for m in METHODS}
 
 
