@@ -6,8 +6,8 @@ compiled ahead of time, then all are timed in turn (A, B, C, A, B, C, ...) and e
 
 - ``round``: one FedAvg round of K clients, each 5 local SGD steps of batch 32 on the FedAvg CNN and
   on pfl-research's ``simple_cnn``, with synthetic CIFAR-shaped data resident on the device, run
-  several ways: fedsim's compiled round (chunk size as the engine picks it), one centralised model doing the same SGD work at batch K * 32 (the
-  compute limit for the same FLOPs), one model doing the same steps at the round's batch 32 (in one
+  several ways: fedsim's compiled round (chunk size as the engine picks it), one centralised model
+  doing the same SGD work at batch K * 32 (the compute limit for the same FLOPs), one model doing the same steps at the round's batch 32 (in one
   compiled scan, and as a jitted step called per step with XLA's native convolution; the fastest of
   the two is the target) and a Python loop calling a jitted ``local_train`` per client (how most
   simulators run).
@@ -265,18 +265,17 @@ class _RoundSetting:
         XLA's native convolution (fast outside a loop body on CPU)."""
         steps = clients * LOCAL_STEPS
         pool = self.dataset.x.shape[0]
-        indices = (jnp.arange(steps * BATCH_SIZE, dtype=jnp.int32) % pool).reshape(steps, 1, -1)
-        scan = jax.jit(self._trained).lower(self.start, indices[:, 0], self.dataset).compile()
+        indices = (jnp.arange(steps * BATCH_SIZE, dtype=jnp.int32) % pool).reshape(steps, -1)
+        scan = jax.jit(self._trained).lower(self.start, indices, self.dataset).compile()
         native = get_model(self.model_name, 10, conv_impl="xla", **self.model_kwargs)
         step = (
             jax.jit(
                 lambda start, rows: _sgd_step(native, self.optimizer, start, rows, self.dataset)
             )
-            .lower(self.start, indices[0, 0])
+            .lower(self.start, indices[0])
             .compile()
         )
-
-        schedule = list(indices[:, 0])
+        schedule = list(indices)
 
         def stepped():
             model = self.start
@@ -285,7 +284,7 @@ class _RoundSetting:
             return model
 
         return {
-            "central_scan": _timer(lambda: scan(self.start, indices[:, 0], self.dataset)),
+            "central_scan": _timer(lambda: scan(self.start, indices, self.dataset)),
             "central_steps": _timer(stepped),
         }
 
@@ -310,8 +309,8 @@ class _RoundSetting:
 def round_suite(
     model: str, clients: tuple[int, ...], repeats: int, model_kwargs: dict
 ) -> list[dict]:
-    """fedsim's round of ``model`` against the centralised run and the per-client loop, one row per
-    K.
+    """fedsim's round of ``model`` against the centralised runs and the per-client loop, one row
+    per K.
 
     Every K's fedsim round is compiled first, in increasing K, so that a peak memory read after its
     first round is fedsim's own (no central or loop run has raised it yet).
@@ -412,9 +411,10 @@ def side_by_side(experiment: setup.Experiment, peer_python: str, repeats: int) -
     SGD, server SGD, no evaluation) on the same federation, timed in turn ``repeats`` times; the
     pfl fields are None, with a note saying why, when ``peer_python`` lacks pfl or torch."""
     fields = ("pfl_research_round_s", "pfl_research_samples_per_s", "pfl_research_wall_s")
-    missing = missing_peer(peer_python)
     if experiment.config.model != "simple_cnn":
         missing = f"its worker trains simple_cnn, not {experiment.config.model!r}"
+    else:
+        missing = missing_peer(peer_python)
     if missing:
         return {**dict.fromkeys(fields), "ratio_vs_pfl": None, "peer": None,
                 "note": f"pfl-research was not measured: {missing}"}  # fmt: skip
