@@ -20,7 +20,8 @@ method at the same lr, momentum, weight decay, batch and epochs); ``federated`` 
 clients, 10 per round, capacity tiers 0.25/0.5/1.0 by client id, shrinking every 5 rounds);
 ``shakespeare`` (the natural Shakespeare federation with a factorised character Transformer);
 ``shakespeare_central`` (the same Transformer, larger, trained with Adam on every role's windows
-pooled into one client, 30 windows per role and split). The Transformer is causal and trained on every
+pooled into one client, 30 windows per role and split, 3 epochs, one optimiser state, lr x0.1 at
+50 % and 75 %, no weight decay, for every method). The Transformer is causal and trained on every
 position; compare it with the count-table floors of the same windows, ``python
 results/count_floors.py configs/maestro.py:mode=shakespeare_central``.
 
@@ -82,7 +83,8 @@ def federated(config):
         num_clients=100, clients_per_round=10, local_epochs=1, rounds=60, batch_size=32,
         eval_every=10, model="cnn", client_lr=0.05, client_momentum=0.9,
     )  # fmt: skip
-    config.maestro.update(shrink_every=5, rank_tiers=(0.25, 0.5, 1.0))
+    # lambda 3e-3 (seed 0): params_p100 99.6 % of dense, acc 0.716; 1e-2: 88 %, acc 0.543 (measured)
+    config.maestro.update(shrink_every=5, rank_tiers=(0.25, 0.5, 1.0), lambda_gl=3e-3)
     config.model_kwargs = {"width": 8, "hidden": 128, "factorized": True}
 
 
@@ -101,9 +103,9 @@ def shakespeare_central(config):
         dataset="shakespeare", partition="iid", num_clients=1, clients_per_round=1,
         max_windows_per_client=30, local_epochs=1, rounds=3, batch_size=32, eval_every=1,
         eval_batch_size=500, model="transformer", client_optimizer="adam", client_lr=3e-3,
-        client_momentum=0.0,
+        client_momentum=0.0, client_lr_schedule="step", keep_client_optimizer_state=True,
     )  # fmt: skip
-    config.maestro.shrink_every = 1
+    config.maestro.update(shrink_every=1, weight_decay=0.0)
     config.model_kwargs = {"dim": 128, "heads": 4, "layers": 2, "factorized": True}
 
 
