@@ -14,6 +14,7 @@ from fedsim.models.base import Model, ModelVars
 
 
 def at_ranks(model_vars: ModelVars, ranks) -> ModelVars:
+    """``model_vars`` with its factorised layers kept at ``ranks`` ``[L]``."""
     return model_vars._replace(state=lowrank.with_rank_vector(model_vars.state, ranks))
 
 
