@@ -517,10 +517,11 @@ by energy per parameter loses nothing down to ~57 % of the parameters, because ~
 the first Dense layer (784 x 128), whose spectrum is flat enough to cut, while Maestro's ordered
 dropout costs ~0.5 point even where nothing is cut (lambda 1e-6) and 1-2 points at equal size.
 Maestro wins only at the smallest size (lambda 1e-2, ~4 % of the parameters: +5.8 points). Fixed-rank
-training from scratch at Maestro's final ranks beats Maestro itself at every size it was run (n = 2-3),
-and beats the SVD at 4 % too (0.838 against 0.721): the ranks Maestro finds are a good allocation, but
-training with ordered dropout and the lasso costs accuracy at a given size. Where
-Maestro does win clearly is MACs and train once, deploy everywhere: cut greedily without fine-tuning,
+training from scratch at Maestro's final ranks beats Maestro itself at every size (3 seeds), and beats
+the SVD at 4 % too (0.835 against 0.721): the ranks Maestro finds are a good allocation, but training
+with ordered dropout and the lasso costs accuracy at a given size. At equal MACs the per-MAC SVD with
+fine-tuning beats Maestro as well (0.862 against 0.779 at ~100,000 MACs, n = 2). Where Maestro does win
+clearly is train once, deploy everywhere, without fine-tuning: cut greedily without fine-tuning,
 one Maestro model keeps 0.85-0.88 down to 40-60 % of the dense MACs where the dense model's SVD falls
 to 0.65-0.85: ordered dropout trained every prefix of every layer, the convolutions' too (they hold
 most of the MACs and few of the parameters), while the SVD's truncated convolutions were never trained.
