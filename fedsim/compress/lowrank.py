@@ -316,11 +316,18 @@ def ranks_by_macs(params, budget: int, macs_at) -> jax.Array:
     added while ``macs_at`` (the model's MACs per example, non-factorised layers included) fits
     ``budget``; a conv over ``H' W'`` positions pays ``H' W'`` times what a Dense slot pays."""
     positions = layer_positions(params, macs_at)
+    total = closed_form_macs(params, macs_at, positions)
+    costs = [p * (n + m) for p, (n, m) in zip(positions, _layer_sizes(params), strict=True)]
+    return _greedy_ranks(params, costs, lambda r: total(r) <= budget)
+
+
+def closed_form_macs(params, macs_at, positions):
+    """``macs_at`` (a model's MACs per example at kept ranks ``[L]``, non-factorised layers
+    included) as host arithmetic, exact at any ranks: the non-factorised layers' MACs, found once,
+    plus ``factorised_macs`` at ``positions`` (``layer_positions``)."""
     full = full_ranks(params)
     fixed = int(macs_at(full)) - int(factorised_macs(params, full, positions))
-    costs = [p * (n + m) for p, (n, m) in zip(positions, _layer_sizes(params), strict=True)]
-    fits = lambda r: fixed + int(factorised_macs(params, r, positions)) <= budget
-    return _greedy_ranks(params, costs, fits)
+    return lambda ranks: fixed + int(factorised_macs(params, np.asarray(ranks), positions))
 
 
 def deployed_size(model_vars) -> tuple[jax.Array, jax.Array]:

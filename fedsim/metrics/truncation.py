@@ -23,10 +23,7 @@ def linear_macs(model: Model, model_vars: ModelVars, sample_x):
     ``model.macs`` call per layer to find where it is applied, then host arithmetic)."""
     params = model_vars.params
     exact = lambda r: int(model.macs(at_ranks(model_vars, jnp.asarray(r)), sample_x))
-    positions = lowrank.layer_positions(params, exact)
-    full = lowrank.full_ranks(params)
-    fixed = exact(full) - int(lowrank.factorised_macs(params, full, positions))
-    return lambda r: fixed + int(lowrank.factorised_macs(params, np.asarray(r), positions))
+    return lowrank.closed_form_macs(params, exact, lowrank.layer_positions(params, exact))
 
 
 def calibration_loss(model: Model, model_vars: ModelVars, x, y):
