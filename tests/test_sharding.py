@@ -38,9 +38,46 @@ def test_sharded_round_equals_single_device(overrides):
     for key in ("global_acc", "personal_acc_mean", "up_mb", "down_mb", "density"):
         assert eight[key] == pytest.approx(one[key], abs=1e-6), key
     assert eight["loss"] == pytest.approx(one["loss"], rel=1e-5)
+    assert_same_states(one_state, eight_state)
+
+
+def assert_same_states(one_state, eight_state):
     states = lambda s: jax.tree.leaves((s.server_state, s.client_states))
     for a, b in zip(states(one_state), states(eight_state), strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+
+
+# issue 21's methods, each with what sharding could break: per-client state (FedDyn, MOON, top-k's
+# error feedback, APFL), personal layers (FedPer, FedRep), loss-weighted or order-statistic
+# aggregation over the padded slots (q-FFL, median, trimmed mean, Krum), a buffer (FedBuff)
+CATALOGUE = {
+    "feddyn": {},
+    "moon": {},
+    "fedper": {},
+    "fedrep": {},
+    "apfl": {},
+    "qffl": {},
+    "fedbuff": {"latency_sigma": 1.0, "latency_jitter": 0.3},
+    "fedavg_topk": {"fedavg_topk.fraction": 0.1},
+    "fedavg_qsgd": {},
+    "fedavg_sign": {},
+    "fedavg_median": {"attack": "sign_flip", "attack_fraction": 0.4, "attack_scale": 4.0},
+    "fedavg_trimmed": {"attack": "scale", "attack_fraction": 0.4, "attack_scale": 10.0},
+    "fedavg_krum": {"attack": "noise", "attack_fraction": 0.4, "fedavg_krum.byzantine": 1},
+    "fedavg_normbound": {"attack": "label_flip", "attack_fraction": 0.4},
+}
+
+
+@pytest.mark.parametrize("algorithm", CATALOGUE)
+def test_catalogue_sharded_equals_single_device(algorithm):
+    overrides = dict(algorithm=algorithm, clients_per_round=5, rounds=2, eval_every=1,
+                     val_fraction=0.2, **CATALOGUE[algorithm])  # fmt: skip
+    one, one_state = final_state(smoke_config(devices=1, **overrides))
+    eight, eight_state = final_state(smoke_config(devices=8, **overrides))
+    for key in ("global_acc", "personal_acc_mean", "up_mb"):
+        assert eight[key] == pytest.approx(one[key], abs=1e-6), key
+    assert eight["loss"] == pytest.approx(one["loss"], rel=1e-5)
+    assert_same_states(one_state, eight_state)
 
 
 def test_sharded_dp_run_resumes_in_the_driver(tmp_path):
