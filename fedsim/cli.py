@@ -113,6 +113,13 @@ def _config_error_cause(err: BaseException) -> ConfigError | None:
     return None
 
 
+def _typed_key(args: list[str], leaf: str) -> str:
+    """The dotted key of the ``--config.KEY`` flag that ends in ``leaf`` (ml_collections names only
+    the last part, so ``moon.temperature`` would read as ``temperature``)."""
+    typed = [a.removeprefix("--config.").split("=")[0] for a in args if a.startswith("--config.")]
+    return next((key for key in typed if key.split(".")[-1] == leaf), leaf)
+
+
 def parse_config_flags(args: list[str], directory_flag: str = "workdir"):
     """``(config, directory)`` from ``--config ... --<directory_flag> DIR``; every problem becomes a
     ``ConfigError``. ``run`` requires ``--workdir``; ``data`` takes an optional ``--out``."""
@@ -135,7 +142,7 @@ def parse_config_flags(args: list[str], directory_flag: str = "workdir"):
         raise ConfigError(f"bad flag: {_one_line(err)}") from None
     except AttributeError as err:  # an override of a key the config does not have
         named = re.search(r"[A-Za-z_][\w.]*", str(err))  # the message quotes and escapes the key
-        key = named.group(0) if named else str(err)
+        key = _typed_key(args, named.group(0) if named else str(err))
         hint = suggest_keys(base_config(), key)
         raise ConfigError(f"--config.{key}: no such config key{hint}") from None
     if len(rest) > 1:

@@ -62,6 +62,12 @@ BAD_INPUTS = [
         "fedltn.jump_start_rounds=-1",
     ),
     ([f"--config={FEDAVG}:smoke,dataset=npz"], "data_path"),
+    ([f"--config={FEDAVG}:smoke", "--config.moon.temperature=0"], "--config.moon.temperature"),
+    (
+        [f"--config={FEDAVG}:smoke,algorithm=fedavg_krum,fedavg_krum.byzantine=1"],
+        "byzantine=1 with 3",
+    ),
+    ([f"--config={FEDAVG}:smoke,algorithm=fedavg_krum,fedavg_krum.multi=4"], "multi=4"),
     ([f"--config={FEDAVG}:smoke,dataset=npz", "--config.data_path=/no/such.npz"], "/no/such.npz"),
 ]
 

@@ -162,10 +162,24 @@ def _check_krum(hp: dict) -> None:
             raise ConfigError(f"fedavg_krum.{key}={value} must be an integer >= {low}")
 
 
+def _krum_sizes(hp: dict, clients: int) -> tuple[int, int]:
+    """``(f, m)`` once Krum's guarantee holds for the ``clients`` sampled a round: ``n >= 2f + 3``
+    (Blanchard et al. 2017, Proposition 1) and ``m <= n``."""
+    byzantine, multi = hp["byzantine"], hp["multi"]
+    if clients < 2 * byzantine + 3:
+        raise ConfigError(
+            f"fedavg_krum.byzantine={byzantine} with {clients} clients a round: Krum needs "
+            f"clients_per_round >= 2 byzantine + 3 = {2 * byzantine + 3}"
+        )
+    if multi > clients:
+        raise ConfigError(f"fedavg_krum.multi={multi} exceeds the {clients} clients a round")
+    return byzantine, multi
+
+
 def _spec(name: str, hparams: dict, traceable: tuple, make_rule, check=None) -> AlgorithmSpec:
     def build(hp: dict, setup) -> FederatedAlgorithm:
         server = server_optimizer(hp)
-        return robust_fedavg(setup.model, setup.optimizer, make_rule(hp), server, name)
+        return robust_fedavg(setup.model, setup.optimizer, make_rule(hp, setup), server, name)
 
     def check_all(hp: dict) -> None:
         check_ranges(hp, name, server_lr=">0")
@@ -177,7 +191,7 @@ def _spec(name: str, hparams: dict, traceable: tuple, make_rule, check=None) -> 
     )
 
 
-MEDIAN = _spec("fedavg_median", {}, (), lambda hp: median)
+MEDIAN = _spec("fedavg_median", {}, (), lambda hp, setup: median)
 
 TRIMMED = _spec(
     "fedavg_trimmed",
@@ -185,18 +199,18 @@ TRIMMED = _spec(
         "beta": 0.1,  # trimmed fraction: floor(beta n) largest and smallest values cut per coordinate
     },
     ("beta",),
-    lambda hp: trimmed_mean(hp["beta"]),
+    lambda hp, setup: trimmed_mean(hp["beta"]),
     lambda hp: check_ranges(hp, "fedavg_trimmed", beta="[0,0.5)"),
 )
 
 KRUM = _spec(
     "fedavg_krum",
     {
-        "byzantine": 1,  # f: the Byzantine clients Krum tolerates (it scores n - f - 2 neighbours)
+        "byzantine": 0,  # f: the Byzantine clients Krum tolerates (n - f - 2 neighbours; n >= 2f + 3)
         "multi": 1,  # m: Multi-Krum averages the m best-scored updates (1: Krum)
     },
     (),
-    lambda hp: krum(hp["byzantine"], hp["multi"]),
+    lambda hp, setup: krum(*_krum_sizes(hp, setup.clients_per_round)),
     _check_krum,
 )
 
@@ -206,6 +220,6 @@ NORMBOUND = _spec(
         "max_norm": 1.0,  # M: every client update (w_k - w) is clipped to this L2 norm
     },
     ("max_norm",),
-    lambda hp: norm_bound(hp["max_norm"]),
+    lambda hp, setup: norm_bound(hp["max_norm"]),
     lambda hp: check_ranges(hp, "fedavg_normbound", max_norm=">0"),
 )
