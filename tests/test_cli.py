@@ -68,6 +68,15 @@ BAD_INPUTS = [
         "byzantine=1 with 3",
     ),
     ([f"--config={FEDAVG}:smoke,algorithm=fedavg_krum,fedavg_krum.multi=4"], "multi=4"),
+    (
+        [
+            f"--config={FEDAVG}:smoke,client_lr_schedule=step,keep_client_optimizer_state",
+            "--config.clients_per_round=10",
+            "--config.train_examples=400",
+            "--config.batch_size=64",
+        ],
+        "over 2 local steps",
+    ),
     ([f"--config={FEDAVG}:smoke,dataset=npz", "--config.data_path=/no/such.npz"], "/no/such.npz"),
 ]
 

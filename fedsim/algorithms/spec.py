@@ -65,6 +65,11 @@ def lr_schedule(name: str, lr, total_steps: int):
     official Maestro CIFAR schedule, Horváth et al., ICML 2024)."""
     if name == "constant":
         return lr
+    if total_steps < 4:  # the two drops would fall on one step (or on the first)
+        raise ConfigError(
+            f"client_lr_schedule='step' over {total_steps} local steps: it needs at least 4 "
+            "(more rounds or local_epochs, or client_lr_schedule='constant')"
+        )
     return optax.piecewise_constant_schedule(lr, {total_steps // 2: 0.1, 3 * total_steps // 4: 0.1})
 
 
