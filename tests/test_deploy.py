@@ -58,7 +58,7 @@ def test_linear_macs_matches_the_model_at_any_ranks():
     model, model_vars = _mlp_with_dead_slots(x)
     macs_at = truncation.linear_macs(model, model_vars, x[:1])
     for ranks in ([6, 3], [1, 1], [4, 2], [2, 3]):
-        cut = truncation.at_ranks(model_vars, jnp.asarray(ranks))
+        cut = lowrank.at_ranks(model_vars, jnp.asarray(ranks))
         assert macs_at(np.array(ranks)) == int(model.macs(cut, x[:1]))
 
 

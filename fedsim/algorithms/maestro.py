@@ -76,10 +76,6 @@ def transfer_bytes(model_vars: ModelVars, caps):
     return lowrank.traffic_bytes(model_vars.params, caps) + lowrank.state_bytes(model_vars.state)
 
 
-def at_ranks(model_vars: ModelVars, ranks) -> ModelVars:
-    return model_vars._replace(state=lowrank.with_rank_vector(model_vars.state, ranks))
-
-
 def local_loss(model: Model, caps, settings: Settings):
     """The local objective: cross-entropy at sampled ranks ``b <= cap`` (ordered dropout) plus
     ``lambda_gl`` times the group lasso over all ``R`` slots (official code). Slots ``>= cap`` are
@@ -90,7 +86,7 @@ def local_loss(model: Model, caps, settings: Settings):
         if settings.ordered_dropout:
             ranks = lowrank.sample_ranks(jax.random.fold_in(key, 1), caps)
         logits, new_state = model.apply(
-            at_ranks(ModelVars(params, state), ranks), x, True, key, mask
+            lowrank.at_ranks(ModelVars(params, state), ranks), x, True, key, mask
         )
         loss = masked_cross_entropy(logits, y, mask)
         loss += settings.lambda_gl * lowrank.group_lasso(params)
@@ -104,7 +100,7 @@ def client_update(
 ):
     """Local training of the client's tier's slots; it sends their masked ``Update`` (shell-wise)."""
     caps = client_caps(server_state, settings.tiers, task)
-    start = at_ranks(server_state.model, caps)
+    start = lowrank.at_ranks(server_state.model, caps)
     own_slots = lowrank.slot_masks(start.params, caps)
 
     def decay_own_slots(params, grads):
@@ -149,7 +145,7 @@ def server_update(server_state, total: Update, *, epsilon: float, cut: str, shri
 
 def personalize(tiers: tuple[float, ...], server_state, client_state, task, dataset) -> Personal:
     """The server model at the client's tier's ranks."""
-    deployed = at_ranks(server_state.model, client_caps(server_state, tiers, task))
+    deployed = lowrank.at_ranks(server_state.model, client_caps(server_state, tiers, task))
     params, size = lowrank.deployed_size(deployed)
     density = params / lowrank.dense_params(deployed.params)
     return Personal(deployed, size, size, density)
@@ -160,7 +156,7 @@ def submodels(model: Model, tiers: tuple[float, ...], server_state, sample_x) ->
     out = {}
     for fraction in tiers:
         caps = caps_of(server_state, fraction)
-        sub = at_ranks(server_state.model, caps)
+        sub = lowrank.at_ranks(server_state.model, caps)
         params, size = lowrank.deployed_size(sub)
         round_bytes = 2 * transfer_bytes(sub, caps)
         macs = model.macs(sub, sample_x)

@@ -52,10 +52,10 @@ def greedy_path(
     path = [TruncationPoint(ranks, int(macs_at(ranks)), loss)]
     while moves := candidate_moves(ranks, macs_at, step):
         losses = np.asarray(loss_at(np.stack(moves)))
-        saved = np.array([path[-1].macs - macs_at(m) for m in moves])
-        best = int(np.argmin((losses - loss) / saved))
+        macs = np.array([macs_at(m) for m in moves])
+        best = int(np.argmin((losses - loss) / (path[-1].macs - macs)))
         ranks, loss = moves[best], float(losses[best])
-        path.append(TruncationPoint(ranks, int(macs_at(ranks)), loss))
+        path.append(TruncationPoint(ranks, int(macs[best]), loss))
     return path
 
 

@@ -43,6 +43,11 @@ def with_rank_vector(state, ranks):
     return {**state, RANKS: new}
 
 
+def at_ranks(model_vars, ranks):
+    """``model_vars`` (a ``ModelVars``) with its factorised layers kept at ``ranks`` ``[L]``."""
+    return model_vars._replace(state=with_rank_vector(model_vars.state, ranks))
+
+
 def full_ranks(params) -> jax.Array:
     """The slot count ``R = min(n, m)`` of every factorised layer ``[L]``."""
     flat = _flat(params)

@@ -13,16 +13,11 @@ from fedsim.metrics.evaluate import build_predict_correct
 from fedsim.models.base import Model, ModelVars
 
 
-def at_ranks(model_vars: ModelVars, ranks) -> ModelVars:
-    """``model_vars`` with its factorised layers kept at ``ranks`` ``[L]``."""
-    return model_vars._replace(state=lowrank.with_rank_vector(model_vars.state, ranks))
-
-
 def linear_macs(model: Model, model_vars: ModelVars, sample_x):
     """``macs_at(ranks) -> int``: the model's MACs per example at ``ranks``, in closed form (one
     ``model.macs`` call per layer to find where it is applied, then host arithmetic)."""
     params = model_vars.params
-    exact = lambda r: int(model.macs(at_ranks(model_vars, jnp.asarray(r)), sample_x))
+    exact = lambda r: int(model.macs(lowrank.at_ranks(model_vars, jnp.asarray(r)), sample_x))
     return lowrank.closed_form_macs(params, exact, lowrank.layer_positions(params, exact))
 
 
@@ -32,7 +27,9 @@ def calibration_loss(model: Model, model_vars: ModelVars, x, y):
     @jax.jit
     def losses(model_vars, ranks, x, y):
         def one(r):
-            logits, _ = model.apply(at_ranks(model_vars, r), x, False, jax.random.PRNGKey(0))
+            logits, _ = model.apply(
+                lowrank.at_ranks(model_vars, r), x, False, jax.random.PRNGKey(0)
+            )
             return masked_cross_entropy(logits, y, jnp.ones(x.shape[0], bool))
 
         return jax.lax.map(one, ranks)
@@ -60,7 +57,7 @@ def truncation_curve(
         ranks = deploy.ranks_within(path, budget)
         if ranks is None:
             continue
-        cut = at_ranks(model_vars, jnp.asarray(ranks))
+        cut = lowrank.at_ranks(model_vars, jnp.asarray(ranks))
         rows.append({
             "budget_macs": int(budget),
             "macs": macs_at(ranks),
