@@ -25,11 +25,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedsim.algorithms.base import ClientResult, FederatedAlgorithm, Update, dense_personal
-from fedsim.algorithms.fedavg import fedavg
+from fedsim.algorithms.base import FederatedAlgorithm, dense_personal
+from fedsim.algorithms.fedavg import client_message, fedavg
 from fedsim.algorithms.local import local_train, masked_cross_entropy
 from fedsim.algorithms.spec import SERVER_SGD, AlgorithmSpec, check_ranges, server_optimizer
-from fedsim.compress.encode import dense_bytes
 from fedsim.models.base import Model, ModelVars
 
 
@@ -100,12 +99,9 @@ def apfl(
         )
         result = local_train(model, optimizer, start, task, dataset, loss_fn=loss_fn)
         joint, (w_state, mixed_state) = result.model
-        weight = task.num_examples.astype(jnp.float32)
-        delta = jax.tree.map(lambda new, old: weight * (new - old), joint.w, received.params)
-        state = jax.tree.map(lambda s: weight * s, w_state)
-        size = jnp.int32(dense_bytes(received))
         own = ClientState(ModelVars(joint.v, mixed_state), joint.alpha)
-        return ClientResult(Update(delta, weight, state=state), own, result.loss / 2, size, size)
+        sent = result._replace(model=ModelVars(joint.w, w_state), loss=result.loss / 2)
+        return client_message(sent, received, task, own)
 
     def personalize(server_state, own: ClientState, task, dataset):
         mixed = mix(own.alpha, own.personal.params, server_state.model.params)
