@@ -4,18 +4,17 @@ fixed 20 % of 50 clients, sampled 10 at a time, puts more than that into some ro
 
     python results/robust_attackers.py
 
-Uses the engine's key schedule (``setup.run_keys``, then ``fold_in(key, round)`` and its first split,
-as ``round.build_round_fn`` does) and its sampler, so it reproduces the runs' cohorts without training.
+Uses the engine's key schedule (``setup.run_keys``, ``round.round_keys``) and its sampler
+(``round.sample_clients``), so it reproduces the runs' cohorts without training.
 """
 
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from fedsim import config as config_lib
 from fedsim.engine import setup
-from fedsim.engine.round import sample_clients
+from fedsim.engine.round import round_keys, sample_clients
 
 ROOT = Path(__file__).resolve().parents[1]
 robust = config_lib.config_module(str(ROOT / "configs/robust.py"))
@@ -25,10 +24,10 @@ def attackers_per_round(seed: int) -> np.ndarray:
     """``[rounds]``: the attackers among each round's sampled clients for training seed ``seed``."""
     config = robust.get_config(f"attack=sign_flip,seed={seed}")
     malicious = setup.attackers(config)
-    round_key = setup.run_keys(setup.build_experiment(config))[0]
+    run_key = setup.run_keys(setup.build_experiment(config))[0]
     counts = []
     for r in range(config.rounds):
-        sample_key = jax.random.split(jax.random.fold_in(round_key, r))[0]
+        _, sample_key, _ = round_keys(run_key, r)
         ids, _ = sample_clients(sample_key, config.num_clients, config.clients_per_round, "fixed")
         counts.append(np.isin(np.asarray(ids), malicious).sum())
     return np.array(counts)
@@ -36,7 +35,7 @@ def attackers_per_round(seed: int) -> np.ndarray:
 
 if __name__ == "__main__":
     print(
-        "| seed | attackers a round (mean) | max | rounds with >= 3 | with >= 5 | rounds with >= 6 |"
+        "| seed | attackers a round (mean) | max | rounds with >= 3 | with >= 5 | rounds with 6 or more |"
     )
     print("|---|---|---|---|---|---|")
     for seed in robust.SEEDS:

@@ -55,6 +55,13 @@ def poisson_slots(num_clients: int, clients_per_round: int) -> int:
     return min(num_clients, math.ceil(clients_per_round + 6 * spread) + 1)
 
 
+def round_keys(key, round_index):
+    """``(round_key, sample_key, client_key)`` of round ``round_index`` of the experiment's ``key``:
+    ``sample_key`` draws the cohort (``sample_clients``), ``client_key`` the clients' own keys."""
+    round_key = jax.random.fold_in(key, round_index)
+    return (round_key, *jax.random.split(round_key))
+
+
 def sample_clients(key, num_clients: int, clients_per_round: int, sampling: str):
     """``(ids, joined)``: the round's client ids per slot and whether a client sits in the slot."""
     if sampling == "fixed":
@@ -293,8 +300,7 @@ def build_round_fn(
         run = _sharded(run, layout, num_clients, mesh, algorithm.stacked)
 
     def round_fn(server_state, client_states, federation: Federation, round_index, key):
-        round_key = jax.random.fold_in(key, round_index)
-        sample_key, client_key = jax.random.split(round_key)
+        round_key, sample_key, client_key = round_keys(key, round_index)
         straggler_key = jax.random.split(key)[1]  # fixed for the whole experiment
         durations = faults_lib.job_durations(
             faults, straggler_key, jax.random.fold_in(round_key, 1), num_clients
